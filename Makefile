@@ -1,0 +1,43 @@
+# mlplab: every target installs what it needs first, so any of them works on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Real MNIST/Fashion-MNIST for the tests that need them (they skip with a reason without).
+export MLPLAB_TEST_DATA ?= $(wildcard ../shared/data)
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-all lint format clean
+
+help:  ## show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: an unpinned torch would pull several GB of CUDA wheels
+	$(PY) -m pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install mlplab with its dev tools (pinned versions)
+
+train: $(STAMP)  ## train on the bundled offline digits (ARGS="key=value ..." for overrides)
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)  ## fast tests (no slow end-to-end runs)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-all: $(STAMP)  ## all tests, including the full lesson run on real MNIST (slow)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff check and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)  ## ruff fix and format
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:  ## remove run outputs and caches (keeps .venv and data/)
+	rm -rf outputs multirun lightning_logs wandb .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

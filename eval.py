@@ -1,0 +1,15 @@
+"""Test a saved checkpoint: ``python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from mlplab.cli import run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    return run_task(cfg, "mlplab.evaluate:evaluate", validate=False)["test/acc"]
+
+
+if __name__ == "__main__":
+    main()

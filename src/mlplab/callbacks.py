@@ -1,0 +1,46 @@
+"""Callbacks that every run gets: the per-epoch history and the config inside checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+
+class EpochHistory(L.Callback):
+    """Record each epoch's logged metrics (train and val) and learning rate.
+
+    The rows feed ``metrics.json`` and the final printout; the state travels with checkpoints
+    so a resumed run keeps its whole history.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation of this epoch has already run, so train and val metrics are both here.
+        row: dict[str, float] = {"epoch": trainer.current_epoch + 1}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        if trainer.optimizers:
+            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.epochs.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict["epochs"])
+
+
+class ConfigInCheckpoint(L.Callback):
+    """Store the resolved run config in every checkpoint, so a checkpoint rebuilds its model."""
+
+    KEY = "mlplab_config"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[self.KEY] = self.config

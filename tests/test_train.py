@@ -1,0 +1,139 @@
+"""``train(cfg)`` end to end with the real Trainer on the bundled digits, and ``evaluate``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import open_dict
+
+from mlplab.errors import DivergenceError
+from mlplab.evaluate import evaluate, load_run_config
+from mlplab.train import train
+
+QUIET = [
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def fast_config(tmp_path, *overrides: str):
+    return compose_config(
+        [*QUIET, "logger=csv", "optimizer=momentum", "trainer.max_epochs=8", *overrides], tmp_path
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short run on the offline default data, shared by the tests that read its results."""
+    out = tmp_path_factory.mktemp("run")
+    metrics = train(fast_config(out))
+    return out, metrics
+
+
+def test_short_run_beats_the_majority_baseline_by_a_wide_margin(trained):
+    _, metrics = trained
+    assert metrics["baseline/test_acc"] < 0.15
+    assert metrics["test/acc"] > 0.85
+    assert metrics["margin_points"] > 70
+    assert metrics["split_sizes"] == {"train": 3500, "val": 500, "test": 1000}
+
+
+def test_metrics_json_holds_the_returned_metrics_and_the_epoch_log(trained):
+    out, metrics = trained
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert [row["epoch"] for row in saved["history"]] == list(range(1, 9))
+    first, last = saved["history"][0], saved["history"][-1]
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr"} <= set(first)
+    assert last["train/loss"] < first["train/loss"]
+    assert saved["best_epoch"] == min(saved["history"], key=lambda r: r["val/loss"])["epoch"]
+    assert saved["num_params"] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+
+
+def test_checkpoint_carries_the_resolved_config(trained):
+    _, metrics = trained
+    cfg = load_run_config(metrics["best_checkpoint"])
+    assert cfg.model.hidden_sizes == [256, 128]
+    assert cfg.optimizer.weight_decay == pytest.approx(1e-4)  # resolved, no interpolations left
+
+
+def test_evaluate_reproduces_the_test_metrics_of_the_best_checkpoint(trained, tmp_path):
+    _, metrics = trained
+    eval_cfg = compose_config(
+        [f"ckpt_path={metrics['best_checkpoint']}"], tmp_path, config_name="eval"
+    )
+    result = evaluate(eval_cfg)
+    assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert result["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
+    assert (tmp_path / "metrics.json").exists()
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    runs = [
+        train(fast_config(tmp_path / name, "trainer.max_epochs=2", f"seed={seed}"))
+        for name, seed in (("a", 7), ("b", 7), ("c", 8))
+    ]
+    assert runs[0]["history"] == runs[1]["history"]
+    assert (
+        runs[0]["test/acc"] == runs[1]["test/acc"] and runs[0]["test/loss"] == runs[1]["test/loss"]
+    )
+    assert runs[0]["test/loss"] != runs[2]["test/loss"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss=mse"],
+        ["loss=mae"],
+        ["optimizer=momentum"],
+        ["optimizer=adagrad"],
+        ["optimizer=adam"],
+        ["optimizer=adamw"],
+        ["scheduler=step"],
+        ["scheduler=exponential"],
+        ["scheduler=cosine"],
+        ["scheduler=plateau"],
+        ["regularization=l1"],
+        ["regularization=none"],
+        ["callbacks=none"],
+        ["model.activation=sigmoid", "model.init=xavier"],
+        ["model.activation=tanh", "model.init=default"],
+    ],
+    ids=lambda o: ",".join(o),
+)
+def test_every_option_trains(overrides, tmp_path):
+    metrics = train(compose_config(["debug=smoke", "trainer.max_epochs=2", *overrides], tmp_path))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+    assert metrics["epochs_trained"] == 2
+
+
+def test_scheduler_really_decays_the_learning_rate(tmp_path):
+    cfg = fast_config(
+        tmp_path,
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=0.5",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+    )
+    lrs = [row["lr"] for row in train(cfg)["history"]]
+    assert lrs == pytest.approx([0.005, 0.0025, 0.00125])  # recorded after each epoch's step
+
+
+def test_l1_penalty_is_added_and_logged(tmp_path):
+    cfg = fast_config(tmp_path, "regularization=l1", "trainer.max_epochs=1")
+    history = train(cfg)["history"]
+    assert history[0]["train/l1_penalty"] > 0
+
+
+def test_diverging_run_stops_with_a_clear_error(tmp_path):
+    cfg = compose_config(["debug=smoke", "optimizer.lr=1e12"], tmp_path)
+    with open_dict(cfg):
+        cfg.trainer.limit_train_batches = 20
+    with pytest.raises(DivergenceError, match=r"the run diverged; lower optimizer\.lr"):
+        train(cfg)
