@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
 
 
 class EpochHistory(L.Callback):
-    """Record each epoch's logged metrics (train and val) and learning rate.
+    """Record each epoch's logged metrics (train and val), learning rate and wall time.
 
     The rows feed ``metrics.json`` and the final printout; the state travels with checkpoints
-    so a resumed run keeps its whole history.
+    so a resumed run keeps its whole history. ``epoch_s`` is the wall time of the epoch's
+    training and validation.
     """
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation of this epoch has already run, so train and val metrics are both here.
@@ -23,6 +29,7 @@ class EpochHistory(L.Callback):
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row["epoch_s"] = round(time.perf_counter() - self._started, 4)
         self.epochs.append(row)
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks import ConfigInCheckpoint, EpochHistory
@@ -53,6 +54,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     baseline = datamodule.baseline_accuracy()
     history = EpochHistory()
     callbacks = [*instantiate_each(cfg.callbacks), history, ConfigInCheckpoint(resolved)]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # trainer.enable_progress_bar=false means "no bar": drop the configured one rather
+        # than let Lightning refuse the combination.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir
