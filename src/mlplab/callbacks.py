@@ -18,19 +18,33 @@ class EpochHistory(L.Callback):
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
-        self._started = 0.0
+        self._started = self._ended = 0.0
+        self._pending_epoch: int | None = None
 
+    # A row is written once the epoch is completely over: Lightning calls callbacks'
+    # on_train_epoch_end *before* the module's, where the training metrics are logged, so the
+    # row of epoch e is written when epoch e + 1 starts, or when training ends.
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Validation of this epoch has already run, so train and val metrics are both here.
-        row: dict[str, float] = {"epoch": trainer.current_epoch + 1}
+        self._ended = time.perf_counter()  # validation of this epoch has run already
+        self._pending_epoch = trainer.current_epoch + 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def _record(self, trainer: L.Trainer) -> None:
+        if self._pending_epoch is None:
+            return
+        row: dict[str, float] = {"epoch": self._pending_epoch}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
-        row["epoch_s"] = round(time.perf_counter() - self._started, 4)
+        row["epoch_s"] = round(self._ended - self._started, 4)
         self.epochs.append(row)
+        self._pending_epoch = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs}

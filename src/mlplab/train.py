@@ -72,6 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     failed = True
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # Copied now: testing a checkpoint restores callback states, history included.
+        epochs = list(history.epochs)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         failed = False
@@ -80,12 +82,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics = {
         **_test_metrics(test, baseline),
-        **_fit_metrics(history.epochs),
+        **_fit_metrics(epochs),
         "num_params": sum(p.numel() for p in model.parameters()),
         "split_sizes": datamodule.split_sizes(),
         "wall_s": round(time.perf_counter() - started, 2),
         "best_checkpoint": best,
-        "history": history.epochs,
+        "history": epochs,
     }
     write_metrics(metrics, output_dir)
     print_summary(metrics, output_dir)

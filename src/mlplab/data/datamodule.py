@@ -137,8 +137,9 @@ class TensorDataModule(L.LightningDataModule):
 
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
-    x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
-    return x, torch.from_numpy(labels.astype(np.int64))
+    """Flattened float32 images in [0, 1] and int64 labels (torch converts on all cores)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).reshape(len(images), -1)
+    return x.to(torch.float32).div_(255.0), torch.from_numpy(labels.astype(np.int64))
 
 
 IDX_FILES = {
