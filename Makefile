@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MLPLAB_TEST_DATA ?= $(wildcard ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format clean
+.PHONY: help install train test test-all bench lint format clean
 
 help:  ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,10 @@ test: $(STAMP)  ## fast tests (no slow end-to-end runs)
 
 test-all: $(STAMP)  ## all tests, including the full lesson run on real MNIST (slow)
 	$(PY) -m pytest $(ARGS)
+
+MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
+bench: $(STAMP)  ## mlplab vs a plain PyTorch loop vs a classic Lightning setup (MNIST_DIR=...)
+	$(PY) benchmarks/bench.py --data-dir $(MNIST_DIR) --full-run $(ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check .

@@ -1,0 +1,241 @@
+"""Per-epoch cost of mlplab next to a plain PyTorch loop and a conventional Lightning setup.
+
+All three train the lesson's network (784-256-128-10, ReLU, He init, dropout 0.3, SGD lr 0.01,
+weight decay 1e-4, batch 128) on the same 50,000/10,000 MNIST split, from the same seed, in
+one process, one after the other:
+
+  (a) plain    a hand-written PyTorch loop over tensor slices
+  (b) mlplab   mlplab.train.train(cfg) on `experiment=lesson`, the code path of train.py,
+               with its default loggers (W&B offline + CSV) and callbacks
+  (c) classic  a common Lightning setup: TensorDataset + DataLoader(shuffle=True), self.log on
+               every step (on_step and on_epoch, shown in the progress bar), progress bar
+               refreshed every step, CSV logger
+
+Seconds per epoch are the median over the epochs after the first (each epoch = training plus
+validation). Then whole processes are timed: `python train.py --help`, and with --full-run a
+complete 30-epoch lesson run.
+
+    python benchmarks/bench.py --data-dir path/to/mnist [--epochs 5] [--rounds 2] [--full-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per setup (default: 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default: 2)")
+    parser.add_argument("--seed", type=int, default=42, help="seed for all setups (default: 42)")
+    parser.add_argument(
+        "--full-run",
+        action="store_true",
+        help="also time a full 30-epoch lesson run (default: off)",
+    )
+    parser.add_argument(
+        "--accelerator", default="cpu", help="cpu or gpu, for all setups (default: cpu)"
+    )
+    return parser.parse_args()
+
+
+def lesson_config(args: argparse.Namespace, output_dir: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                "experiment=lesson",
+                f"data.data_dir={args.data_dir}",
+                f"trainer.max_epochs={args.epochs}",
+                f"trainer.accelerator={args.accelerator}",
+                f"seed={args.seed}",
+                f"output_dir={output_dir}",
+                *overrides,
+            ],
+        )
+
+
+def run_plain(args: argparse.Namespace, datamodule) -> tuple[list[float], float]:
+    """(a) A plain PyTorch loop: the same model, data order and updates as mlplab."""
+    import torch
+    import torch.nn.functional as F
+
+    from mlplab.data.loader import PermutationSampler, TensorBatchLoader
+    from mlplab.model import MLP
+
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    torch.manual_seed(args.seed)
+    net = MLP(784, 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he").to(
+        device
+    )
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, weight_decay=1e-4)
+    (x_train, y_train), (x_val, y_val) = (
+        tuple(t.to(device) for t in datamodule.splits[s]) for s in ("train", "val")
+    )
+    sampler = PermutationSampler(len(y_train), shuffle=True, seed=args.seed)
+    loader = TensorBatchLoader(x_train, y_train, 128, sampler)
+    times, val_acc = [], 0.0
+    for epoch in range(args.epochs):
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        net.train()
+        for x, y in loader:
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        correct = torch.zeros((), device=device)
+        with torch.no_grad():
+            for start in range(0, len(y_val), 1000):
+                logits = net(x_val[start : start + 1000])
+                correct += (logits.argmax(1) == y_val[start : start + 1000]).sum()
+        val_acc = float(correct) / len(y_val)  # the one host sync per epoch
+        times.append(time.perf_counter() - started)
+    return times, val_acc
+
+
+def run_mlplab(args: argparse.Namespace, output_dir: Path) -> tuple[list[float], float]:
+    """(b) mlplab's own train(cfg), exactly what train.py runs."""
+    from mlplab.train import train
+
+    cfg = lesson_config(args, output_dir, "callbacks.early_stopping.patience=1000")
+    metrics = train(cfg)
+    return [row["epoch_s"] for row in metrics["history"]], metrics["history"][-1]["val/acc"]
+
+
+def run_classic(
+    args: argparse.Namespace, datamodule, output_dir: Path
+) -> tuple[list[float], float]:
+    """(c) The Lightning setup most tutorials show."""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mlplab.callbacks import EpochHistory
+    from mlplab.model import MLP
+
+    class ClassicModule(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = MLP(784, 10, hidden_sizes=[256, 128], dropout=0.3, init="he")
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            acc = (logits.argmax(1) == y).float().mean()
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("train_acc", acc, on_step=True, on_epoch=True, prog_bar=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.net(x)
+            self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True)
+            self.log("val/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01, weight_decay=1e-4)
+
+    L.seed_everything(args.seed, verbose=False)
+    model = ClassicModule()
+    train_loader = DataLoader(
+        TensorDataset(*datamodule.splits["train"]), batch_size=128, shuffle=True
+    )
+    val_loader = DataLoader(TensorDataset(*datamodule.splits["val"]), batch_size=1000)
+    history = EpochHistory()
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=CSVLogger(output_dir),
+        callbacks=[TQDMProgressBar(refresh_rate=1), history],
+        default_root_dir=output_dir,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_loader, val_loader)
+    return [row["epoch_s"] for row in history.epochs], history.epochs[-1]["val/acc"]
+
+
+def time_process(*argv: str, repeat: int = 1) -> float:
+    walls = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, *argv], cwd=REPO, check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+    return statistics.median(walls)
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    import torch
+
+    from mlplab.data import IdxDataModule
+
+    datamodule = IdxDataModule(
+        name="mnist", data_dir=args.data_dir, download=False, train_size=50000, val_size=10000
+    )
+    datamodule.setup("fit")
+    # Rounds interleave the setups (a b c a b c ...) so that drifting load on a shared
+    # machine hits all three alike; the median pools every round's epochs after the first.
+    setups = {
+        "plain": lambda tmp: run_plain(args, datamodule),
+        "mlplab": lambda tmp: run_mlplab(args, tmp / "mlplab"),
+        "classic": lambda tmp: run_classic(args, datamodule, tmp / "classic"),
+    }
+    times: dict[str, list[list[float]]] = {name: [] for name in setups}
+    val_acc: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, run in setups.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                epoch_times, val_acc[name] = run(Path(tmp))
+            times[name].append(epoch_times)
+
+    per_epoch = {
+        name: statistics.median(t for rnd in rounds for t in rnd[1:])
+        for name, rounds in times.items()
+    }
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.accelerator}, "
+        f"{args.epochs} epochs x {args.rounds} rounds, seed {args.seed}"
+    )
+    print(f"{'setup':<10}{'s/epoch':>10}{'final val acc':>16}   epochs of each round (s)")
+    for name, rounds in times.items():
+        epochs = " | ".join(" ".join(f"{t:.2f}" for t in rnd) for rnd in rounds)
+        print(f"{name:<10}{per_epoch[name]:>10.3f}{100 * val_acc[name]:>15.2f}%   {epochs}")
+    print(f"mlplab / plain   = {per_epoch['mlplab'] / per_epoch['plain']:.2f}x (target <= 1.10)")
+    print(f"classic / mlplab = {per_epoch['classic'] / per_epoch['mlplab']:.2f}x (target >= 1.40)")
+
+    print(
+        f"\nprocess: python train.py --help  {time_process('train.py', '--help', repeat=3):.2f} s"
+    )
+    if args.full_run:
+        wall = time_process(
+            "train.py",
+            "experiment=lesson",
+            f"data.data_dir={args.data_dir}",
+            f"trainer.accelerator={args.accelerator}",
+            "hydra.run.dir=outputs/bench_full_run",
+        )
+        print(f"process: full 30-epoch lesson run (W&B offline + CSV)  {wall:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
