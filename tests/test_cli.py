@@ -42,6 +42,8 @@ def test_smoke_run_prints_accuracy_and_baseline_margin(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= metrics["test/acc"] <= 1
     assert (tmp_path / ".hydra" / "config.yaml").exists()
+    for name in ("report.md", "curves.png", "confusion_matrix.png", "misclassified.png"):
+        assert (tmp_path / name).stat().st_size > 0
 
 
 def test_eval_of_a_checkpoint_prints_the_same_test_metrics(tmp_path):
@@ -128,6 +130,7 @@ def test_wandb_is_offline_when_not_logged_in_and_the_run_is_ready_to_sync(tmp_pa
     summary, config = summary_and_config(log)
     assert 0 <= summary["test/acc"] <= 1 and summary["_exit_code"] == 0
     assert config["model"]["hidden_sizes"] == [256, 128]  # nested, not flattened strings
+    assert summary["_name"] == "debug=smoke,logger=default,trainer.enable_progress_bar=false"
     assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
 
 

@@ -7,10 +7,13 @@ import json
 import pytest
 import torch
 from conftest import compose_config
+from matplotlib.image import imread
 from omegaconf import open_dict
+from wandb_records import summary_and_config
 
 from mlplab.errors import DivergenceError
 from mlplab.evaluate import evaluate, load_run_config
+from mlplab.report import confusion_matrix
 from mlplab.train import train
 
 QUIET = [
@@ -155,3 +158,60 @@ def test_disabling_the_progress_bar_in_the_trainer_drops_the_configured_bar(tmp_
     )
     assert cfg.callbacks.progress_bar is not None
     assert train(cfg)["epochs_trained"] == 1
+
+
+@pytest.mark.parametrize("name", ["curves.png", "confusion_matrix.png", "misclassified.png"])
+def test_report_pictures_are_real_images_with_content(trained, name):
+    out, _ = trained
+    image = imread(out / name)
+    height, width = image.shape[:2]
+    assert height >= 300 and width >= 500
+    gray = image[..., :3].mean(axis=2)
+    assert gray.std() > 0.05  # not a blank canvas
+    assert (gray < 0.5).mean() > 0.005  # something dark was drawn: lines, cells, digits
+
+
+def test_report_md_names_the_best_epoch_and_the_baseline_margin(trained):
+    out, metrics = trained
+    report = (out / "report.md").read_text()
+    assert f"best epoch {metrics['best_epoch']}" in report
+    assert f"beats it by **{metrics['margin_points']:.2f} points**" in report
+    for picture in ("curves.png", "confusion_matrix.png", "misclassified.png"):
+        assert f"]({picture})" in report
+    assert report.count("\n| ") == 1 + metrics["epochs_trained"]  # header + one row per epoch
+
+
+def test_confusion_matrix_counts_true_rows_and_predicted_columns():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    preds = torch.tensor([0, 1, 1, 2, 2, 0])
+    matrix = confusion_matrix(labels, preds, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_wandb_run_holds_summary_images_and_nested_config(tmp_path):
+    cfg = fast_config(tmp_path, "logger=wandb", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    summary, config = summary_and_config(log)
+    assert summary["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert summary["best/val_acc"] == pytest.approx(metrics["val/acc_best"])
+    assert summary["best/epoch"] == metrics["best_epoch"] and summary["stop_epoch"] == 2
+    assert summary["baseline/test_acc"] == pytest.approx(metrics["baseline/test_acc"])
+    assert summary["num_params"] == 235146 and summary["wall_s"] > 0
+    for picture in ("report/curves", "report/confusion_matrix", "report/misclassified"):
+        assert summary[f"{picture}/_type"] == "images/separated"
+        (filename,) = summary[f"{picture}/filenames"]
+        assert (log.parent / "files" / filename).stat().st_size > 10_000  # the PNG, kept to sync
+    assert config["optimizer"]["lr"] == 0.01 and config["model"]["hidden_sizes"] == [256, 128]
+    assert summary["_exit_code"] == 0
+
+
+def test_a_run_that_raises_still_finishes_its_wandb_run(tmp_path):
+    cfg = compose_config(["debug=smoke", "logger=wandb", "optimizer.lr=1e12"], tmp_path)
+    with open_dict(cfg):
+        cfg.trainer.limit_train_batches = 20
+    with pytest.raises(DivergenceError):
+        train(cfg)
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    summary, _ = summary_and_config(log)
+    assert summary["_exit_code"] == 1

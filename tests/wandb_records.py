@@ -63,4 +63,6 @@ def summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 config["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
         elif kind == "exit":
             summary["_exit_code"] = record.exit.exit_code
+        elif kind == "run":
+            summary["_name"] = record.run.display_name
     return summary, config

@@ -36,11 +36,51 @@ def wandb_logger(mode: str = "auto", **kwargs: Any):
     from lightning.pytorch.loggers import WandbLogger
 
     mode = resolve_wandb_mode(mode)
+    if kwargs.get("name") is None:
+        kwargs["name"] = run_name_from_overrides()
     logger = WandbLogger(mode=mode, **kwargs)
     if mode == "offline":
         run_dir = os.path.dirname(logger.experiment.dir)  # .../wandb/offline-run-<time>-<id>
         print(f"W&B: not logged in, logging offline; upload later with: wandb sync {run_dir}")
     return logger
+
+
+def run_name_from_overrides() -> str | None:
+    """``optimizer=adam,regularization.dropout=0.5`` for a Hydra job; ``None`` (W&B picks) else."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().job.override_dirname or None
+
+
+# What a run's W&B summary holds beyond the last logged value of each metric.
+SUMMARY_KEYS = {
+    "test/acc": "test/acc",
+    "test/loss": "test/loss",
+    "val/acc_best": "best/val_acc",
+    "best_epoch": "best/epoch",
+    "epochs_trained": "stop_epoch",
+    "stopped_early": "stopped_early",
+    "baseline/test_acc": "baseline/test_acc",
+    "margin_points": "margin_points",
+    "num_params": "num_params",
+    "wall_s": "wall_s",
+}
+
+
+def log_run_to_wandb(loggers: list, metrics: dict[str, Any], images: dict[str, Any]) -> None:
+    """Put the run's headline metrics into the W&B summary and upload the report pictures."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        summary = {name: metrics[key] for key, name in SUMMARY_KEYS.items() if key in metrics}
+        logger.experiment.summary.update(summary)
+        for name, path in images.items():
+            if str(path).endswith(".png"):
+                logger.log_image(key=f"report/{name}", images=[str(path)])
 
 
 def finish_wandb(loggers: list, failed: bool) -> None:

@@ -18,7 +18,8 @@ from mlplab.config import validate_config
 from mlplab.data import TensorDataModule
 from mlplab.instantiate import instantiate_each, instantiate_optional
 from mlplab.module import Classifier
-from mlplab.tracking import finish_wandb
+from mlplab.report import build_report
+from mlplab.tracking import finish_wandb, log_run_to_wandb
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         epochs = list(history.epochs)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        early_stopping = trainer.early_stopping_callback
+        metrics = {
+            **_test_metrics(test, baseline),
+            **_fit_metrics(epochs),
+            "stopped_early": bool(early_stopping is not None and early_stopping.stopped_epoch > 0),
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "split_sizes": datamodule.split_sizes(),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "best_checkpoint": best,
+            "history": epochs,
+        }
+        if trainer.is_global_zero:  # one report per run, also under DDP
+            # `model` holds the best checkpoint's weights now: the report shows the tested model.
+            report = build_report(
+                output_dir,
+                model.net,
+                datamodule.splits["test"],
+                datamodule.class_names,
+                datamodule.image_shape,
+                metrics,
+                resolved,
+            )
+            log_run_to_wandb(loggers, metrics, report)
         failed = False
     finally:
         finish_wandb(loggers, failed)
 
-    metrics = {
-        **_test_metrics(test, baseline),
-        **_fit_metrics(epochs),
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "split_sizes": datamodule.split_sizes(),
-        "wall_s": round(time.perf_counter() - started, 2),
-        "best_checkpoint": best,
-        "history": epochs,
-    }
     write_metrics(metrics, output_dir)
     print_summary(metrics, output_dir)
     return metrics
@@ -132,5 +147,5 @@ def print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
         f"(loss {metrics['test/loss']:.4f}){epochs}\n"
         f"majority-class baseline {100 * metrics['baseline/test_acc']:.2f}%: "
         f"the model beats it by {metrics['margin_points']:.2f} points\n"
-        f"run dir: {output_dir}"
+        f"run dir: {output_dir} (report.md, curves.png, confusion_matrix.png, misclassified.png)"
     )
