@@ -35,8 +35,9 @@ def predict(net: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
 
 def confusion_matrix(labels: Tensor, preds: Tensor, num_classes: int) -> np.ndarray:
     """Counts ``[true class, predicted class]``."""
-    flat = labels.long() * num_classes + preds.long()
-    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes).numpy()
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    return multiclass_confusion_matrix(preds, labels, num_classes).numpy()
 
 
 def _pyplot():
