@@ -1,4 +1,4 @@
-"""Callbacks that every run gets: the per-epoch history and the config inside checkpoints."""
+"""The per-epoch history that every run records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import lightning as L
 
 
 class EpochHistory(L.Callback):
-    """Record each epoch's logged metrics (train and val), learning rate and wall time.
+    """Record each epoch's train and val metrics, learning rate and wall time.
 
     The rows feed ``metrics.json`` and the final printout; the state travels with checkpoints
     so a resumed run keeps its whole history. ``epoch_s`` is the wall time of the epoch's
@@ -20,6 +20,11 @@ class EpochHistory(L.Callback):
         self.epochs: list[dict[str, float]] = []
         self._started = self._ended = 0.0
         self._pending_epoch: int | None = None
+        self._lr: float | None = None
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     # A row is written once the epoch is completely over: Lightning calls callbacks'
     # on_train_epoch_end *before* the module's, where the training metrics are logged, so the
@@ -27,6 +32,10 @@ class EpochHistory(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)
         self._started = time.perf_counter()
+        # The learning rate this epoch trains with (a scheduler steps after the epoch).
+        self._lr = (
+            float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._ended = time.perf_counter()  # validation of this epoch has run already
@@ -39,29 +48,28 @@ class EpochHistory(L.Callback):
         if self._pending_epoch is None:
             return
         row: dict[str, float] = {"epoch": self._pending_epoch}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-        if trainer.optimizers:
-            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        # Only the module's own train/val metrics: what else sits in callback_metrics depends on
+        # which callbacks ran in this process, which differs between a resumed and a fresh run.
+        row.update(
+            {
+                k: float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith(("train/", "val/"))
+            }
+        )
+        if self._lr is not None:
+            row["lr"] = self._lr
         row["epoch_s"] = round(self._ended - self._started, 4)
         self.epochs.append(row)
         self._pending_epoch = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs}
+        # A checkpoint saved at the end of an epoch (ModelCheckpoint runs after the module's
+        # epoch-end hook) includes that epoch's row, so a resumed run keeps a complete history.
+        if self._trainer is not None:
+            self._record(self._trainer)
+        return {"epochs": self.epochs, "lr": self._lr}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
-
-
-class ConfigInCheckpoint(L.Callback):
-    """Store the resolved run config in every checkpoint, so a checkpoint rebuilds its model."""
-
-    KEY = "mlplab_config"
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint[self.KEY] = self.config
+        self._lr = state_dict.get("lr")  # a run resumed mid-epoch skips on_train_epoch_start

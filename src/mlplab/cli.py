@@ -19,7 +19,8 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
 
     The config is validated before the task's module is imported, so a typo is reported in
     well under a second instead of after torch and Lightning have loaded. A
-    :class:`MlplabError` is printed as ``error: ...`` on stderr and exits with status 2.
+    :class:`MlplabError` is printed as ``error: ...`` on stderr and exits with status 2
+    (130 after Ctrl-C, 143 after SIGTERM, with a checkpoint to resume from).
     """
     try:
         if validate:
@@ -30,7 +31,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         return function(cfg)
     except MlplabError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
 
 
 def quiet_third_party_output() -> None:

@@ -19,3 +19,11 @@ class DivergenceError(MlplabError):
 
 class CheckpointError(MlplabError):
     """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class RunInterrupted(MlplabError):
+    """Training was stopped by Ctrl-C or SIGTERM after saving a checkpoint to resume from."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

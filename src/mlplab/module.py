@@ -89,6 +89,19 @@ class Classifier(L.LightningModule):
         self.log_dict(values, prog_bar=stage != "test")
         return values
 
+    # A checkpoint taken mid-epoch carries the epoch's partial sums, so that a resumed run
+    # reports the same epoch metrics as an uninterrupted one.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mlplab_epoch_sums"] = {
+            stage: (sums.cpu(), self._counts[stage])
+            for stage, sums in self._sums.items()
+            if stage == "fit"
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for stage, (sums, count) in checkpoint.get("mlplab_epoch_sums", {}).items():
+            self._sums[stage], self._counts[stage] = sums.to(self.device), count
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "fit")
 

@@ -83,6 +83,13 @@ def log_run_to_wandb(loggers: list, metrics: dict[str, Any], images: dict[str, A
                 logger.log_image(key=f"report/{name}", images=[str(path)])
 
 
+def wandb_run_id(loggers: list) -> str | None:
+    """The id of the W&B run among ``loggers``, if any (stored in checkpoints to resume it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return next((lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger)), None)
+
+
 def finish_wandb(loggers: list, failed: bool) -> None:
     """Close the W&B run of any ``WandbLogger`` in ``loggers``, marked failed if training raised."""
     from lightning.pytorch.loggers import WandbLogger

@@ -11,15 +11,18 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.callbacks import ConfigInCheckpoint, EpochHistory
+from mlplab.callbacks import EpochHistory
+from mlplab.checkpoints import RunStateInCheckpoint, resume_config
 from mlplab.config import validate_config
 from mlplab.data import TensorDataModule
+from mlplab.errors import RunInterrupted
 from mlplab.instantiate import instantiate_each, instantiate_optional
 from mlplab.module import Classifier
 from mlplab.report import build_report
-from mlplab.tracking import finish_wandb, log_run_to_wandb
+from mlplab.tracking import finish_wandb, log_run_to_wandb, wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +47,31 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, Classifier]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Seed, build, fit, test the best checkpoint; write ``metrics.json``; return the metrics."""
+    """Seed, build, fit, test the best checkpoint; write ``metrics.json``; return the metrics.
+
+    With ``ckpt_path`` set, the run that wrote that checkpoint continues instead, with the
+    config stored in it, in its own output dir (and W&B run).
+    """
+    if cfg.get("ckpt_path"):
+        cfg = resume_config(cfg)
+        print(f"resuming {cfg.output_dir} from {cfg.ckpt_path} with the config stored in it")
     validate_config(cfg)  # again here: tests and sweepers call train() directly
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Secrets (API keys, tokens) never reach logs, checkpoints or reports.
+    resolved = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
 
     datamodule, model = build(cfg)
     baseline = datamodule.baseline_accuracy()
     history = EpochHistory()
-    callbacks = [*instantiate_each(cfg.callbacks), history, ConfigInCheckpoint(resolved)]
+    loggers = instantiate_each(cfg.get("logger"))
+    run_state = RunStateInCheckpoint(resolved, output_dir / "checkpoints", wandb_run_id(loggers))
+    callbacks = [*instantiate_each(cfg.callbacks), history, run_state]
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false means "no bar": drop the configured one rather
         # than let Lightning refuse the combination.
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir
     )
@@ -72,7 +84,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     failed = True
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning: Ctrl-C -> exit(1), SIGTERM
+            if run_state.interrupted_checkpoint is None:
+                raise
+            raise _interrupted(
+                exc, trainer.current_epoch, run_state.interrupted_checkpoint
+            ) from None
         # Copied now: testing a checkpoint restores callback states, history included.
         epochs = list(history.epochs)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -107,6 +126,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_metrics(metrics, output_dir)
     print_summary(metrics, output_dir)
     return metrics
+
+
+def _interrupted(exc: BaseException, epoch: int, checkpoint: Path) -> RunInterrupted:
+    signal_name, code = ("SIGTERM", 143) if isinstance(exc, SIGTERMException) else ("Ctrl-C", 130)
+    return RunInterrupted(
+        f"training interrupted by {signal_name} in epoch {epoch + 1}; checkpoint saved, "
+        f"resume with: python train.py ckpt_path={checkpoint}",
+        exit_code=code,
+    )
+
+
+SECRET_WORDS = ("key", "token", "secret", "password", "credential")
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of a config container with the values of secret-looking keys replaced by '***'."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) and v else redact_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    return value
 
 
 def _test_metrics(test: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:

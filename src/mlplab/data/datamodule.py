@@ -59,6 +59,7 @@ class TensorDataModule(L.LightningDataModule):
         self.class_names = list(class_names) if class_names is not None else None
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.image_shape: tuple[int, ...] = ()
+        self._resume_skip_batches = 0
 
     # -- what a subclass provides -------------------------------------------------------------
     def load_arrays(self) -> tuple[Arrays, Arrays | None]:
@@ -113,7 +114,22 @@ class TensorDataModule(L.LightningDataModule):
         return {name: float((y == majority).float().mean()) for name, (_, y) in self.splits.items()}
 
     def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        loader = self._loader("train", self.batch_size, shuffle=True)
+        loader.skip_batches, self._resume_skip_batches = self._resume_skip_batches, 0
+        return loader
+
+    # A checkpoint taken mid-epoch (Ctrl-C, SIGTERM) records how many batches of the epoch were
+    # trained; resuming skips exactly those, in the same seeded order, so nothing is repeated.
+    def state_dict(self) -> dict[str, int]:
+        done = 0
+        if self.trainer is not None and self.trainer.training:
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            if done >= self.trainer.num_training_batches:
+                done = 0  # the epoch is complete: the next one starts from its first batch
+        return {"train_batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_skip_batches = int(state_dict.get("train_batches_done", 0))
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -62,8 +62,17 @@ class TensorBatchLoader:
     per batch on whatever device the tensors live on.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, sampler: PermutationSampler) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        sampler: PermutationSampler,
+        skip_batches: int = 0,
+    ) -> None:
         self.x, self.y, self.batch_size, self.sampler = x, y, batch_size, sampler
+        # Batches of the first epoch iterated that were already trained before an interruption.
+        self.skip_batches = skip_batches
         # Lightning looks for a sampler's `set_epoch` (and for shuffling) through these two
         # attributes of a DataLoader; ours has a sampler and no batch sampler.
         self.batch_sampler = None
@@ -72,12 +81,13 @@ class TensorBatchLoader:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        skip, self.skip_batches = self.skip_batches, 0
         idx = self.sampler.indices()
         if idx is None:
-            for start in range(0, len(self.x), self.batch_size):
+            for start in range(skip * self.batch_size, len(self.x), self.batch_size):
                 end = start + self.batch_size
                 yield self.x[start:end], self.y[start:end]
             return
         idx = idx.to(self.x.device)
-        for batch in idx.split(self.batch_size):
+        for batch in idx.split(self.batch_size)[skip:]:
             yield self.x[batch], self.y[batch]

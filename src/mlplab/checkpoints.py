@@ -1,0 +1,152 @@
+"""What mlplab adds to Lightning checkpoints, and reading it back safely.
+
+A checkpoint carries the resolved run config (so it rebuilds its own model), the W&B run id
+(so a resumed run continues the same W&B run) and the random number generators' states (so
+that dropout after a resume draws exactly what an uninterrupted run would have drawn).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.errors import CheckpointError
+
+CONFIG_KEY = "mlplab_config"
+WANDB_ID_KEY = "mlplab_wandb_run_id"
+RNG_KEY = "mlplab_rng_states"
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states, as plain types and tensors."""
+    np_state = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(states["python"]))
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate needs the nested tuples that a round trip through a checkpoint may list."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class RunStateInCheckpoint(L.Callback):
+    """Write the run config, W&B run id and RNG states into every checkpoint; restore the RNGs.
+
+    On Ctrl-C or SIGTERM (which SLURM sends before preemption) it also saves
+    ``interrupted.ckpt`` next to the other checkpoints, so no finished batch is lost.
+    """
+
+    def __init__(
+        self, config: dict[str, Any], checkpoint_dir: Path, wandb_run_id: str | None = None
+    ):
+        self.config, self.checkpoint_dir, self.wandb_run_id = (
+            config,
+            Path(checkpoint_dir),
+            wandb_run_id,
+        )
+        self.interrupted_checkpoint: Path | None = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+        checkpoint[WANDB_ID_KEY] = self.wandb_run_id
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if RNG_KEY in checkpoint and trainer.state.fn == "fit":
+            set_rng_states(checkpoint[RNG_KEY])
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if (
+            isinstance(exception, KeyboardInterrupt | SIGTERMException)
+            and trainer.state.fn == "fit"
+        ):
+            path = self.checkpoint_dir / "interrupted.ckpt"
+            trainer.save_checkpoint(path)
+            self.interrupted_checkpoint = path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True`` (no code runs); clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file: report them all alike
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line}") from exc
+
+
+def run_config(checkpoint: dict[str, Any], path: str | Path) -> DictConfig:
+    """The resolved training config stored in a checkpoint."""
+    if CONFIG_KEY not in checkpoint:
+        raise CheckpointError(
+            f"{path} holds no mlplab config: it was not written by mlplab's train.py"
+        )
+    return OmegaConf.create(checkpoint[CONFIG_KEY])
+
+
+def load_run_config(path: str | Path) -> DictConfig:
+    return run_config(load_checkpoint(path), path)
+
+
+def check_compatible(
+    state_dict: dict[str, torch.Tensor], model: torch.nn.Module, path: str | Path
+) -> None:
+    """Raise ``CheckpointError`` listing each layer whose name or shape differs from the model."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state_dict.items()}
+    problems = [
+        f"{name}: checkpoint {found.get(name, 'missing')} vs model {expected.get(name, 'missing')}"
+        for name in sorted(expected.keys() | found.keys())
+        if expected.get(name) != found.get(name)
+    ]
+    if problems:
+        raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems))
+
+
+def resume_config(cfg: DictConfig) -> DictConfig:
+    """The config to continue a run from ``cfg.ckpt_path`` (a checkpoint, or a run dir).
+
+    It is the checkpoint's own config, so the run continues exactly as it started, in its own
+    output dir and, when it logged to W&B, in the same W&B run.
+    """
+    path = Path(cfg.ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(path)
+    resumed = run_config(checkpoint, path)
+    resumed.ckpt_path = str(path)
+    wandb_id = checkpoint.get(WANDB_ID_KEY)
+    if wandb_id and OmegaConf.select(resumed, "logger.wandb") is not None:
+        OmegaConf.update(resumed, "logger.wandb.id", wandb_id, force_add=True)
+        OmegaConf.update(resumed, "logger.wandb.resume", "allow", force_add=True)
+    return resumed

@@ -1,0 +1,124 @@
+"""Crash and interruption: runs resume exactly where they stopped (real processes, real signals)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+# Small batches give long epochs (219 steps on the bundled digits): room to land mid-epoch.
+RUN = [
+    "logger=csv",
+    "data.batch_size=16",
+    "trainer.max_epochs=4",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the run ended before the file appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def comparable(metrics: dict) -> dict:
+    """Everything but wall times, which are the one thing allowed to differ."""
+    keep = {k: v for k, v in metrics.items() if k not in ("wall_s", "history", "best_checkpoint")}
+    keep["history"] = [
+        {k: v for k, v in row.items() if k != "epoch_s"} for row in metrics["history"]
+    ]
+    return keep
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    code, _, err = finish(start(*RUN, f"hydra.run.dir={out}"))
+    assert code == 0, err
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_killed_run_resumed_from_last_checkpoint_ends_with_identical_metrics(reference, tmp_path):
+    run_dir = tmp_path / "killed"
+    process = start(*RUN, f"hydra.run.dir={run_dir}")
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process)  # epoch 1 is complete
+    time.sleep(0.3)  # well into epoch 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "metrics.json").exists()  # it really died before finishing
+
+    code, out, err = finish(
+        start(
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'resume'}",
+        )
+    )
+    assert code == 0, err
+    assert f"resuming {run_dir}" in out
+    resumed = json.loads((run_dir / "metrics.json").read_text())  # the run continued in its own dir
+    assert comparable(resumed) == comparable(reference)
+
+
+def test_sigterm_saves_a_checkpoint_and_resuming_it_matches_the_uninterrupted_run(
+    reference, tmp_path
+):
+    run_dir = tmp_path / "terminated"
+    process = start(*RUN, f"hydra.run.dir={run_dir}")
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)  # what SLURM sends before preemption
+    code, _, err = finish(process)
+    interrupted = run_dir / "checkpoints" / "interrupted.ckpt"
+    assert code == 143
+    assert err.strip().splitlines()[-1] == (
+        f"error: training interrupted by SIGTERM in epoch 2; checkpoint saved, "
+        f"resume with: python train.py ckpt_path={interrupted}"
+    )
+    assert interrupted.exists()
+
+    code, _, err = finish(start(f"ckpt_path={interrupted}", f"hydra.run.dir={tmp_path / 'resume'}"))
+    assert code == 0, err
+    # Mid-epoch resume: the batches already trained are skipped, RNGs restored: same numbers.
+    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == comparable(reference)
+
+
+def test_resume_accepts_a_run_dir(reference, tmp_path):
+    run_dir = tmp_path / "short"
+    code, _, err = finish(
+        start(
+            *RUN[:-3],
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        )
+    )
+    assert code == 0, err
+    code, out, err = finish(start(f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'again'}"))
+    assert code == 0, err  # nothing left to train (max_epochs reached): it tests and reports again
+    assert f"resuming {run_dir}" in out
