@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import gzip
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mlplab.data import IdxDataModule
 from mlplab.data.datamodule import IDX_FILES
 from mlplab.data.download import download_file, fetch
 from mlplab.errors import DataError
-
-
-def _idx(array: np.ndarray) -> bytes:
-    code = {1: 1, 3: 3}[array.ndim]
-    header = bytes([0, 0, 0x08, code]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return gzip.compress(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.fixture
-def mirror(tmp_path):
-    """A small MNIST-format data set served over HTTP from 127.0.0.1; yields (url, md5s)."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    contents = {
-        IDX_FILES["train_images"]: _idx(rng.integers(0, 256, (60, 28, 28))),
-        IDX_FILES["train_labels"]: _idx(np.arange(60) % 10),
-        IDX_FILES["test_images"]: _idx(rng.integers(0, 256, (20, 28, 28))),
-        IDX_FILES["test_labels"]: _idx(np.arange(20) % 10),
-    }
-    for name, data in contents.items():
-        (root / name).write_bytes(data)
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    md5 = {name: hashlib.md5(data).hexdigest() for name, data in contents.items()}
-    yield f"http://127.0.0.1:{server.server_address[1]}/", md5, root
-    server.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def test_good_file_is_downloaded_and_verified(mirror, tmp_path):

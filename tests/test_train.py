@@ -216,3 +216,13 @@ def test_a_run_that_raises_still_finishes_its_wandb_run(tmp_path):
     (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     summary, _ = summary_and_config(log)
     assert summary["_exit_code"] == 1
+
+
+def test_secrets_never_reach_checkpoints_logs_or_reports(tmp_path):
+    secret = "sk-very-secret-123"
+    cfg = fast_config(tmp_path, "trainer.max_epochs=1", f"+paths.api_key={secret}")
+    metrics = train(cfg)
+    assert load_run_config(metrics["best_checkpoint"]).paths.api_key == "***"
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".md", ".yaml", ".csv", ".ckpt"}:
+            assert secret.encode() not in path.read_bytes(), path

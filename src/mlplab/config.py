@@ -37,6 +37,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: isinstance(v, list | tuple) and all(_is_int(h) and h >= 1 for h in v),
         "a list of integers >= 1, e.g. [256,128]",
     ),
+    ("model.activation", lambda v: v in ("relu", "sigmoid", "tanh"), "one of relu, sigmoid, tanh"),
+    ("model.init", lambda v: v in ("he", "xavier", "default"), "one of he, xavier, default"),
     ("trainer.max_epochs", lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1)"),
     ("callbacks.early_stopping.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 ]

@@ -52,13 +52,23 @@ def fetch(filename: str, data_dir: Path, mirrors: list[str], md5: str | None) ->
     dest = data_dir / filename
     if dest.exists():
         return dest
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the data dir {data_dir}: {exc.strerror}") from exc
+    if not os.access(data_dir, os.W_OK):
+        raise DataError(f"the data dir {data_dir} is not writable")
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
-        log.info("downloading %s", url)
-        try:
-            download_file(url, dest, md5)
-            return dest
-        except (urllib.error.URLError, OSError, DataError) as exc:
-            failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
+        for attempt in (1, 2):  # a corrupt download (md5 mismatch) is fetched once more
+            log.info("downloading %s", url)
+            try:
+                download_file(url, dest, md5)
+                return dest
+            except DataError as exc:  # md5 mismatch: the partial file is already removed
+                failures.append(f"{url} (attempt {attempt}): {exc}")
+            except (urllib.error.URLError, OSError) as exc:
+                failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                break
     raise DataError("; ".join(failures) or "no mirrors configured")

@@ -1,0 +1,219 @@
+"""Bad input, table-driven: one clear line, a non-zero exit, and nobody else's outputs touched.
+
+Each case runs the real command line. A run finished before the table starts is hashed file by
+file, and must be byte-identical after every case.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, idx_bytes
+
+from mlplab.data.datamodule import IDX_FILES
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("earlier")
+    result = cli("train.py", "debug=smoke", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
+    """Broken data folders and checkpoints, each with exactly one thing wrong."""
+    root = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    good = {
+        IDX_FILES["train_images"]: idx_bytes(rng.integers(0, 256, (60, 28, 28))),
+        IDX_FILES["train_labels"]: idx_bytes(np.arange(60) % 10),
+        IDX_FILES["test_images"]: idx_bytes(rng.integers(0, 256, (20, 28, 28))),
+        IDX_FILES["test_labels"]: idx_bytes(np.arange(20) % 10),
+    }
+    broken = {
+        "truncated": (IDX_FILES["train_images"], good[IDX_FILES["train_images"]][:500]),
+        "bad_magic": (
+            IDX_FILES["train_labels"],
+            gzip.compress(b"\x00\x00\x07\x01" + (60).to_bytes(4, "big") + bytes(60)),
+        ),
+        "count_mismatch": (IDX_FILES["train_labels"], idx_bytes(np.arange(50) % 10)),
+    }
+    paths = {}
+    for name, (filename, content) in broken.items():
+        folder = root / name
+        folder.mkdir()
+        for f, data in good.items():
+            (folder / f).write_bytes(content if f == filename else data)
+        paths[name] = folder
+    (root / "garbage.ckpt").write_bytes(b"this is not a checkpoint")
+    paths["garbage_ckpt"] = root / "garbage.ckpt"
+    torch.save({"state_dict": {}}, root / "foreign.ckpt")
+    paths["foreign_ckpt"] = root / "foreign.ckpt"
+    # An mlplab checkpoint whose weights are of another architecture (hidden 64 instead of 256).
+    checkpoint = torch.load(earlier_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"]["net.layers.0.weight"] = torch.zeros(64, 784)
+    checkpoint["state_dict"]["net.layers.0.bias"] = torch.zeros(64)
+    torch.save(checkpoint, root / "other_arch.ckpt")
+    paths["other_arch_ckpt"] = root / "other_arch.ckpt"
+    return paths
+
+
+SMOKE = ("train.py", "debug=smoke")
+MNIST = (*SMOKE, "data=mnist", "data.train_size=50", "data.val_size=10", "data.download=false")
+
+# id: (command line, {placeholder}s filled from bad_files, expected start of the last line, exit)
+CASES = {
+    "dropout_out_of_range": (
+        (*SMOKE, "regularization.dropout=1.0"),
+        "error: regularization.dropout=1.0 is not allowed: must be a number in [0, 1)",
+        2,
+    ),
+    "negative_lr": (
+        (*SMOKE, "optimizer.lr=-0.1"),
+        "error: optimizer.lr=-0.1 is not allowed: must be a number > 0",
+        2,
+    ),
+    "zero_batch_size": (
+        (*SMOKE, "data.batch_size=0"),
+        "error: data.batch_size=0 is not allowed: must be an integer >= 1",
+        2,
+    ),
+    "zero_hidden_units": (
+        (*SMOKE, "model.hidden_sizes=[256,0]"),
+        "error: model.hidden_sizes=[256, 0] is not allowed",
+        2,
+    ),
+    "negative_patience": (
+        (*SMOKE, "callbacks.early_stopping.patience=-1"),
+        "error: callbacks.early_stopping.patience=-1 is not allowed: must be an integer >= 0",
+        2,
+    ),
+    "zero_epochs": (
+        (*SMOKE, "trainer.max_epochs=0"),
+        "error: trainer.max_epochs=0 is not allowed",
+        2,
+    ),
+    "seed_not_a_number": (
+        (*SMOKE, "seed=abc"),
+        "error: seed='abc' is not allowed: must be an integer",
+        2,
+    ),
+    "unknown_activation": (
+        (*SMOKE, "model.activation=gelu"),
+        "error: model.activation='gelu' is not allowed: must be one of relu, sigmoid, tanh",
+        2,
+    ),
+    "lr_monitor_without_logger": (
+        ("train.py", "logger=none"),
+        "error: callbacks.lr_monitor needs a logger",
+        2,
+    ),
+    "split_does_not_fit": (
+        (*SMOKE, "data.train_size=4000"),
+        "error: data.train_size=4000 + data.val_size=500 does not fit the 4000 non-test examples",
+        2,
+    ),
+    "truncated_gzip": (
+        (*MNIST, "data.data_dir={truncated}"),
+        "error: cannot read {truncated}/train-images-idx3-ubyte.gz",
+        2,
+    ),
+    "wrong_idx_magic": (
+        (*MNIST, "data.data_dir={bad_magic}"),
+        "error: {bad_magic}/train-labels-idx1-ubyte.gz is not an IDX file",
+        2,
+    ),
+    "image_label_count_mismatch": (
+        (*MNIST, "data.data_dir={count_mismatch}"),
+        "error: mnist train: 60 images but 50 labels in {count_mismatch}",
+        2,
+    ),
+    "no_data_no_network": (
+        (*SMOKE, "data=mnist", "data.data_dir={root}/absent", "data.mirrors=[http://127.0.0.1:9/]"),
+        "error: mnist not found in {root}/absent: expected train-images-idx3-ubyte.gz",
+        2,
+    ),
+    "unwritable_data_dir": (
+        (*SMOKE, "data=mnist", "data.data_dir=/proc/mlplab-mnist"),
+        "error: mnist not found in /proc/mlplab-mnist",
+        2,
+    ),
+    "diverging_loss": (
+        (*SMOKE, "optimizer.lr=1e12", "trainer.limit_train_batches=20"),
+        "error: training loss is nan in epoch 1: the run diverged; lower optimizer.lr",
+        2,
+    ),
+    "missing_checkpoint": (
+        ("eval.py", "ckpt_path={root}/nope.ckpt"),
+        "error: checkpoint {root}/nope.ckpt does not exist",
+        2,
+    ),
+    "garbage_checkpoint": (
+        ("eval.py", "ckpt_path={garbage_ckpt}"),
+        "error: cannot load checkpoint {garbage_ckpt}:",
+        2,
+    ),
+    "foreign_checkpoint": (
+        ("train.py", "ckpt_path={foreign_ckpt}"),
+        "error: {foreign_ckpt} holds no mlplab config: it was not written by mlplab's train.py",
+        2,
+    ),
+    "other_architecture": (
+        ("eval.py", "ckpt_path={other_arch_ckpt}"),
+        "error: {other_arch_ckpt} does not fit this model: net.layers.0.bias: checkpoint (64,) vs "
+        "model (256,); net.layers.0.weight: checkpoint (64, 784) vs model (256, 784)",
+        2,
+    ),
+    "unknown_group_option": ((*SMOKE, "optimizer=rmsprop"), "Available options in 'optimizer':", 1),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input(case, earlier_run, bad_files, tmp_path):
+    args, expected, exit_code = CASES[case]
+    places = {k: str(v) for k, v in bad_files.items()} | {
+        "root": str(bad_files["garbage_ckpt"].parent)
+    }
+    before = snapshot(earlier_run)
+    result = cli(*(a.format(**places) for a in args), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == exit_code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    if exit_code == 2:  # ours: exactly one line, no traceback
+        assert lines[-1].startswith(expected.format(**places)), lines[-1]
+        assert "Traceback" not in result.stderr
+    else:  # Hydra's own message for an unknown option lists the available ones
+        assert expected in result.stderr and "sgd" in result.stderr
+    assert snapshot(earlier_run) == before
+
+
+def test_the_table_covers_at_least_fifteen_bad_inputs():
+    assert len(CASES) >= 15
