@@ -226,3 +226,13 @@ def test_secrets_never_reach_checkpoints_logs_or_reports(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in {".json", ".md", ".yaml", ".csv", ".ckpt"}:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_resuming_continues_the_same_wandb_run(tmp_path):
+    first = train(fast_config(tmp_path / "run", "logger=wandb", "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resumed = train(compose_config([f"ckpt_path={last}"], tmp_path / "ignored"))
+    assert resumed["test/acc"] == pytest.approx(first["test/acc"])
+    runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # the original and the resumed session...
+    assert len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1  # ...of one W&B run id
