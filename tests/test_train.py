@@ -236,3 +236,13 @@ def test_resuming_continues_the_same_wandb_run(tmp_path):
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # the original and the resumed session...
     assert len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1  # ...of one W&B run id
+
+
+def test_ckpt_path_last_resumes_the_newest_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    older = train(fast_config(tmp_path / "outputs" / "a", "trainer.max_epochs=1"))
+    newer = train(fast_config(tmp_path / "outputs" / "b", "trainer.max_epochs=1", "seed=3"))
+    resumed = train(compose_config(["ckpt_path=last"], tmp_path / "ignored"))
+    assert resumed["best_checkpoint"].startswith(str(tmp_path / "outputs" / "b"))
+    assert resumed["test/loss"] == pytest.approx(newer["test/loss"])
+    assert resumed["test/loss"] != pytest.approx(older["test/loss"])

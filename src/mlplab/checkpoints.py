@@ -134,13 +134,23 @@ def check_compatible(
 
 
 def resume_config(cfg: DictConfig) -> DictConfig:
-    """The config to continue a run from ``cfg.ckpt_path`` (a checkpoint, or a run dir).
+    """The config to continue a run from ``cfg.ckpt_path``: a checkpoint, a run dir, or
+    ``last`` (the newest ``last.ckpt`` under ``outputs/``, i.e. the latest run).
 
     It is the checkpoint's own config, so the run continues exactly as it started, in its own
     output dir and, when it logged to W&B, in the same W&B run.
     """
     path = Path(cfg.ckpt_path)
-    if path.is_dir():
+    if str(cfg.ckpt_path) == "last":
+        candidates = sorted(
+            Path("outputs").glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+        )
+        if not candidates:
+            raise CheckpointError(
+                "ckpt_path=last: no outputs/**/checkpoints/last.ckpt to resume from"
+            )
+        path = candidates[-1].resolve()
+    elif path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     checkpoint = load_checkpoint(path)
     resumed = run_config(checkpoint, path)
