@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,16 +97,21 @@ def test_sigterm_saves_a_checkpoint_and_resuming_it_matches_the_uninterrupted_ru
     code, _, err = finish(process)
     interrupted = run_dir / "checkpoints" / "interrupted.ckpt"
     assert code == 143
-    assert err.strip().splitlines()[-1] == (
-        f"error: training interrupted by SIGTERM in epoch 2; checkpoint saved, "
-        f"resume with: python train.py ckpt_path={interrupted}"
-    )
+    last_line = err.strip().splitlines()[-1]
+    # The epoch it landed in depends on timing (epoch 2, almost always); the rest is fixed.
+    assert re.fullmatch(
+        rf"error: training interrupted by SIGTERM in epoch \d; checkpoint saved, "
+        rf"resume with: python train.py ckpt_path={re.escape(str(interrupted))}",
+        last_line,
+    ), last_line
     assert interrupted.exists()
 
     code, _, err = finish(start(f"ckpt_path={interrupted}", f"hydra.run.dir={tmp_path / 'resume'}"))
     assert code == 0, err
     # Mid-epoch resume: the batches already trained are skipped, RNGs restored: same numbers.
-    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == comparable(reference)
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert comparable(resumed) == comparable(reference)
+    assert all(0 < row["epoch_s"] < 60 for row in resumed["history"])  # wall times stay sane
 
 
 def test_resume_accepts_a_run_dir(reference, tmp_path):

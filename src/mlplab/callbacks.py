@@ -72,4 +72,7 @@ class EpochHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
-        self._lr = state_dict.get("lr")  # a run resumed mid-epoch skips on_train_epoch_start
+        # A run resumed mid-epoch skips on_train_epoch_start: keep the epoch's learning rate,
+        # and time the rest of the epoch from now.
+        self._lr = state_dict.get("lr")
+        self._started = time.perf_counter()
