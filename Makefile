@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MLPLAB_TEST_DATA ?= $(wildcard ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all bench lint format clean
+.PHONY: help install train sweep test test-all bench lint format clean
 
 help:  ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,10 +24,13 @@ install: $(STAMP)  ## create .venv and install mlplab with its dev tools (pinned
 train: $(STAMP)  ## train on the bundled offline digits (ARGS="key=value ..." for overrides)
 	$(PY) train.py $(ARGS)
 
+sweep: $(STAMP)  ## Optuna (TPE) search of lr, optimizer, dropout, weight decay, widths (ARGS=...)
+	$(PY) train.py -m hparams_search=optuna $(ARGS)
+
 test: $(STAMP)  ## fast tests (no slow end-to-end runs)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-test-all: $(STAMP)  ## all tests, including the full lesson run on real MNIST (slow)
+test-all: $(STAMP)  ## all tests, including slow ones (full MNIST, sweeps, DDP, kill-and-resume)
 	$(PY) -m pytest $(ARGS)
 
 MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)

@@ -25,9 +25,10 @@ EXPECTED_OPTIONS = {
     "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
     "callbacks": ["default", "none"],
     "logger": ["csv", "default", "none", "tensorboard", "wandb"],
-    "trainer": ["cpu", "default", "gpu"],
+    "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu"],
     "experiment": ["lesson"],
     "debug": ["smoke"],
+    "hparams_search": ["optuna"],
 }
 
 
@@ -151,11 +152,18 @@ def test_trainer_options(option, tmp_path):
     assert trainer.max_epochs == 30
 
 
-def test_gpu_trainer_option_composes(tmp_path):
-    cfg = compose_config(["trainer=gpu"], tmp_path)
+@pytest.mark.parametrize("option", ["gpu", "ddp"])
+def test_gpu_trainer_options_compose(option, tmp_path):
+    cfg = compose_config([f"trainer={option}"], tmp_path)
     assert cfg.trainer.accelerator == "gpu"
     if torch.cuda.is_available():
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
+
+
+def test_ddp_cpu_trainer_option_instantiates(tmp_path):
+    cfg = compose_config(["trainer=ddp_cpu"], tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert (trainer.num_devices, type(trainer.strategy).__name__) == (2, "DDPStrategy")
 
 
 def test_lesson_experiment_is_exactly_the_lesson(tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # real processes, real signals: a minute or so
+
 # Small batches give long epochs (219 steps on the bundled digits): room to land mid-epoch.
 RUN = [
     "logger=csv",

@@ -65,4 +65,5 @@ def summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             summary["_exit_code"] = record.exit.exit_code
         elif kind == "run":
             summary["_name"] = record.run.display_name
+            summary["_group"] = record.run.run_group
     return summary, config

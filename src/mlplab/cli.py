@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from mlplab.config import validate_config
 from mlplab.errors import MlplabError
+from mlplab.sweep import in_multirun, record_failure
 
 
 def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any]:
@@ -29,9 +30,19 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         function = getattr(importlib.import_module(module_name), function_name)
         quiet_third_party_output()
         return function(cfg)
-    except MlplabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except Exception as exc:
+        # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
+        # others: it is recorded in its job dir and the sweeper gets the worst value.
+        if in_multirun() and not cfg.get("sweep", {}).get("fail_fast", False):
+            record_failure(cfg.output_dir, exc)
+            print(
+                f"error: job failed, sweep continues: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
+            return {"status": "failed", cfg.get("optimized_metric"): cfg.sweep.failed_value}
+        if isinstance(exc, MlplabError):
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        raise
 
 
 def quiet_third_party_output() -> None:
@@ -50,5 +61,7 @@ def quiet_third_party_output() -> None:
     )
     # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless, but noisy.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The module logs sums already reduced across DDP processes, so no further sync is due.
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed")
     # We log per epoch only, so a short epoch below log_every_n_steps loses nothing.
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")

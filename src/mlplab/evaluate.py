@@ -32,9 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_model_summary=False,
         default_root_dir=output_dir,
     )
-    (test,) = trainer.test(
-        model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path), verbose=False
-    )
+    (test,) = trainer.test(model, datamodule=datamodule, verbose=False)  # weights loaded above
     metrics = {
         **_test_metrics(test, datamodule.baseline_accuracy()),
         "checkpoint": str(cfg.ckpt_path),

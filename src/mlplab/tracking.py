@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,15 @@ def wandb_logger(mode: str = "auto", **kwargs: Any):
     to ``wandb.init``).
     """
     from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     mode = resolve_wandb_mode(mode)
     if kwargs.get("name") is None:
         kwargs["name"] = run_name_from_overrides()
+    if kwargs.get("group") is None:
+        kwargs["group"] = sweep_group()
     logger = WandbLogger(mode=mode, **kwargs)
-    if mode == "offline":
+    if mode == "offline" and rank_zero_only.rank == 0:  # other DDP ranks have no W&B run
         run_dir = os.path.dirname(logger.experiment.dir)  # .../wandb/offline-run-<time>-<id>
         print(f"W&B: not logged in, logging offline; upload later with: wandb sync {run_dir}")
     return logger
@@ -52,6 +56,17 @@ def run_name_from_overrides() -> str | None:
     if not HydraConfig.initialized():
         return None
     return HydraConfig.get().job.override_dirname or None
+
+
+def sweep_group() -> str | None:
+    """``sweep 2026-11-22/11-20-20-123456`` for the jobs of one multirun; ``None`` otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
 
 
 # What a run's W&B summary holds beyond the last logged value of each metric.
@@ -87,7 +102,8 @@ def wandb_run_id(loggers: list) -> str | None:
     """The id of the W&B run among ``loggers``, if any (stored in checkpoints to resume it)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    return next((lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger)), None)
+    ids = (lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger))
+    return next((i for i in ids if isinstance(i, str)), None)  # DDP ranks > 0: a dummy run
 
 
 def finish_wandb(loggers: list, failed: bool) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -56,6 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg = resume_config(cfg)
         print(f"resuming {cfg.output_dir} from {cfg.ckpt_path} with the config stored in it")
     validate_config(cfg)  # again here: tests and sweepers call train() directly
+    configure_threads(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "stopped_early": bool(early_stopping is not None and early_stopping.stopped_epoch > 0),
             "num_params": sum(p.numel() for p in model.parameters()),
             "split_sizes": datamodule.split_sizes(),
+            "torch_threads": torch.get_num_threads(),
+            "world_size": trainer.world_size,
             "wall_s": round(time.perf_counter() - started, 2),
             "best_checkpoint": best,
             "history": epochs,
@@ -123,9 +128,42 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         finish_wandb(loggers, failed)
 
-    write_metrics(metrics, output_dir)
-    print_summary(metrics, output_dir)
+    if trainer.is_global_zero:  # every DDP rank holds the same metrics; one writes them
+        write_metrics(metrics, output_dir)
+        print_summary(metrics, output_dir)
     return metrics
+
+
+def configure_threads(cfg: DictConfig) -> None:
+    """Share the cores among parallel sweep jobs and DDP processes so none oversubscribes.
+
+    ``torch_threads`` wins when set; otherwise torch's default (all cores) is divided by the
+    number of joblib jobs running at once and by the CPU processes of a DDP run.
+    """
+    threads = cfg.get("torch_threads")
+    if threads is None:
+        devices = cfg.trainer.get("devices", 1)
+        processes = (
+            devices if cfg.trainer.get("accelerator") == "cpu" and isinstance(devices, int) else 1
+        )
+        share = parallel_jobs() * max(processes, 1)
+        if share <= 1:
+            return
+        threads = max(1, (os.cpu_count() or 1) // share)
+    torch.set_num_threads(int(threads))
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this multirun run at once on this machine (joblib launcher), else 1."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    launcher = HydraConfig.get().launcher
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return 1
+    n_jobs = launcher.get("n_jobs", -1)
+    return os.cpu_count() or 1 if n_jobs in (None, -1) else int(n_jobs)
 
 
 def _interrupted(exc: BaseException, epoch: int, checkpoint: Path) -> RunInterrupted:

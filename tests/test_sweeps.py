@@ -1,0 +1,182 @@
+"""Sweeps as a user runs them: real Hydra multirun, sweepers and launchers, in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, REPO
+from hydra import compose, initialize_config_dir
+from wandb_records import summary_and_config
+
+SMOKE = ["debug=smoke"]
+
+
+def multirun(*args: str, sweep_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with open(sweep_dir / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_grid_gives_each_job_its_dir_and_wandb_run_grouped_by_sweep(tmp_path):
+    result = multirun(
+        *SMOKE,
+        "logger=wandb",
+        "optimizer=sgd,adam",
+        "regularization.dropout=0.0,0.3",
+        sweep_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert {r["overrides"] for r in rows} == {
+        f"debug=smoke logger=wandb optimizer={o} regularization.dropout={d}"
+        for o in ("sgd", "adam")
+        for d in ("0.0", "0.3")
+    }
+    groups, names = set(), set()
+    for job in range(4):
+        (log,) = (tmp_path / str(job) / "wandb").glob("offline-run-*/run-*.wandb")
+        summary, _ = summary_and_config(log)
+        assert summary["_exit_code"] == 0  # each job's W&B run finished at the job's end
+        groups.add(summary["_group"])
+        names.add(summary["_name"])
+    assert groups == {f"sweep {tmp_path.parent.name}/{tmp_path.name}"} and len(names) == 4
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_seeded_trials_and_reports_the_best(tmp_path):
+    result = multirun(
+        *SMOKE, "hparams_search=optuna", "hydra.sweeper.n_trials=3", sweep_dir=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(summary_rows(tmp_path)) == 3
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "best_value" in best
+    values = [
+        json.loads((tmp_path / str(j) / "metrics.json").read_text())["val/acc_best"]
+        for j in range(3)
+    ]
+    assert f"best_value: {max(values)}" in best  # the sweeper maximized what train.py returned
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_sharing_the_cores(tmp_path):
+    result = multirun(
+        *SMOKE,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer=sgd,adam",
+        sweep_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+        assert metrics["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    result = multirun(
+        *SMOKE,
+        "regularization.dropout=0.0,1.5",
+        "optimizer.lr=0.01,1e12",
+        "trainer.limit_train_batches=20",
+        sweep_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {r["overrides"]: r for r in summary_rows(tmp_path)}
+    ok = rows[
+        "debug=smoke regularization.dropout=0.0 optimizer.lr=0.01 trainer.limit_train_batches=20"
+    ]
+    assert ok["status"] == "ok" and float(ok["test_acc"]) > 0
+    huge_lr = "optimizer.lr=1000000000000.0"  # Hydra records 1e12 as a float
+    nan = rows[f"debug=smoke regularization.dropout=0.0 {huge_lr} trainer.limit_train_batches=20"]
+    assert nan["status"] == "failed" and "DivergenceError" in nan["error"]
+    out_of_range = rows[
+        "debug=smoke regularization.dropout=1.5 optimizer.lr=0.01 trainer.limit_train_batches=20"
+    ]
+    assert out_of_range["status"] == "failed"
+    assert "regularization.dropout=1.5 is not allowed" in out_of_range["error"]
+    assert "failed" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_fail_fast_makes_a_failure_fatal(tmp_path):
+    result = multirun(
+        *SMOKE, "sweep.fail_fast=true", "regularization.dropout=1.5,0.0", sweep_dir=tmp_path
+    )
+    assert result.returncode == 2
+    assert "error: regularization.dropout=1.5 is not allowed" in result.stderr
+    assert not (tmp_path / "1").exists()  # the second job never ran
+
+
+@pytest.mark.slow
+def test_summarize_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
+    assert multirun(*SMOKE, "optimizer=sgd,adam", sweep_dir=tmp_path).returncode == 0
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        (tmp_path / name).unlink()
+    (tmp_path / "1" / "metrics.json").unlink()  # as if job 1 had been killed mid-run
+    result = subprocess.run(
+        [sys.executable, "-m", "mlplab.summarize", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["ok", "incomplete"]
+    assert (tmp_path / "summary.png").exists()
+
+
+@pytest.mark.slow
+def test_ddp_cpu_trains_with_two_processes_and_reports_one_set_of_metrics(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    for run_dir, extra in ((single, []), (ddp, ["trainer=ddp_cpu"])):
+        result = subprocess.run(
+            [sys.executable, "train.py", *SMOKE, *extra, f"hydra.run.dir={run_dir}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("test accuracy") == 1  # printed once, by rank zero
+    single_metrics = json.loads((single / "metrics.json").read_text())
+    ddp_metrics = json.loads((ddp / "metrics.json").read_text())
+    assert ddp_metrics.keys() == single_metrics.keys()
+    assert (ddp_metrics["world_size"], single_metrics["world_size"]) == (2, 1)
+    assert ddp_metrics["split_sizes"] == single_metrics["split_sizes"]
+    assert (ddp / "train_ddp_process_1.log").exists()  # the second process logged to the same dir
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("submitit_slurm", "SlurmLauncher"),
+        ("submitit_local", "LocalLauncher"),
+        ("joblib", "JoblibLauncher"),
+    ],
+)
+def test_cluster_launchers_compose(launcher, target):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
