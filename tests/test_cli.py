@@ -35,6 +35,16 @@ def test_help_lists_the_groups_without_importing_torch():
     assert "torch" not in imported and "lightning" not in imported
 
 
+def test_cfg_job_prints_the_composed_config_without_importing_torch():
+    result = run("-X", "importtime", "train.py", "--cfg", "job", "experiment=lesson")
+    assert result.returncode == 0
+    assert "hidden_sizes:\n  - 256\n  - 128" in result.stdout
+    imported = {
+        line.split("|")[-1].strip() for line in result.stderr.splitlines() if "import time" in line
+    }
+    assert "torch" not in imported and "lightning" not in imported
+
+
 def test_smoke_run_prints_accuracy_and_baseline_margin(tmp_path):
     result = run("train.py", "debug=smoke", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
