@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mlplab.plotting import pyplot, save_figure
+
 REPORT_FILES = {
     "curves": "curves.png",
     "confusion_matrix": "confusion_matrix.png",
@@ -40,15 +42,6 @@ def confusion_matrix(labels: Tensor, preds: Tensor, num_classes: int) -> np.ndar
     return multiclass_confusion_matrix(preds, labels, num_classes).numpy()
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: render to files, never open a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(
     history: Sequence[dict[str, float]], best_epoch: int | None, stopped_early: bool, path: Path
 ) -> Path:
@@ -57,7 +50,7 @@ def plot_curves(
     The best epoch (lowest val loss, the checkpoint that was tested) is marked, and so is the
     epoch where early stopping ended training.
     """
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
@@ -80,15 +73,12 @@ def plot_curves(
         "Loss (model complexity graph: val rising while train falls = overfitting)", fontsize=9
     )
     ax_acc.set_title("Accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
     """Confusion matrix of the test set, counts in each cell, rows = true class."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n, 0.6 + 0.55 * n))
     image = ax.imshow(matrix, cmap="Blues")
@@ -104,10 +94,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     ax.set_ylabel("true")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(f"Test confusion matrix (accuracy {100 * accuracy:.2f}%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_misclassified(
@@ -120,7 +107,7 @@ def plot_misclassified(
     max_images: int = 36,
 ) -> Path:
     """A grid of the first misclassified test images, titled 'true -> predicted'."""
-    plt = _pyplot()
+    plt = pyplot()
     wrong = torch.nonzero(labels != preds).flatten()[:max_images]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
@@ -132,10 +119,7 @@ def plot_misclassified(
         ax.set_title(f"{class_names[labels[index]]} -> {class_names[preds[index]]}", fontsize=8)
     total = int((labels != preds).sum())
     fig.suptitle(f"Misclassified test images: {total} of {len(labels)} (true -> predicted)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(

@@ -128,10 +128,9 @@ def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Best val accuracy against each parameter that takes more than one value."""
-    import matplotlib
+    from mlplab.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     swept = sorted(
         {k for r in rows for k in r["params"] if len({x["params"].get(k) for x in rows}) > 1}
@@ -153,9 +152,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Sweep: best val accuracy per swept parameter (failed jobs at 0)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _numeric_first(label: str) -> tuple[int, float, str]:
