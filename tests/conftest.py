@@ -59,20 +59,25 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return gzip.compress(header + array.astype(np.uint8).tobytes())
 
 
-@pytest.fixture
-def mirror(tmp_path):
-    """A small MNIST-format data set served over HTTP from 127.0.0.1; yields (url, md5s)."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    rng = np.random.default_rng(0)
+def tiny_idx_dataset() -> dict[str, bytes]:
+    """The four MNIST file names with small valid contents: 60 train and 20 test images."""
     from mlplab.data.datamodule import IDX_FILES
 
-    contents = {
+    rng = np.random.default_rng(0)
+    return {
         IDX_FILES["train_images"]: idx_bytes(rng.integers(0, 256, (60, 28, 28))),
         IDX_FILES["train_labels"]: idx_bytes(np.arange(60) % 10),
         IDX_FILES["test_images"]: idx_bytes(rng.integers(0, 256, (20, 28, 28))),
         IDX_FILES["test_labels"]: idx_bytes(np.arange(20) % 10),
     }
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A small MNIST-format data set served over HTTP from 127.0.0.1; yields (url, md5s)."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    contents = tiny_idx_dataset()
     for name, data in contents.items():
         (root / name).write_bytes(data)
     handler = functools.partial(_QuietHandler, directory=str(root))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, idx_bytes
+from conftest import REPO, idx_bytes, tiny_idx_dataset
 
 from mlplab.data.datamodule import IDX_FILES
 
@@ -52,13 +52,7 @@ def earlier_run(tmp_path_factory) -> Path:
 def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
     """Broken data folders and checkpoints, each with exactly one thing wrong."""
     root = tmp_path_factory.mktemp("bad")
-    rng = np.random.default_rng(0)
-    good = {
-        IDX_FILES["train_images"]: idx_bytes(rng.integers(0, 256, (60, 28, 28))),
-        IDX_FILES["train_labels"]: idx_bytes(np.arange(60) % 10),
-        IDX_FILES["test_images"]: idx_bytes(rng.integers(0, 256, (20, 28, 28))),
-        IDX_FILES["test_labels"]: idx_bytes(np.arange(20) % 10),
-    }
+    good = tiny_idx_dataset()
     broken = {
         "truncated": (IDX_FILES["train_images"], good[IDX_FILES["train_images"]][:500]),
         "bad_magic": (
