@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,37 @@ def test_cluster_launchers_compose(launcher, target):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_instead_of_counting_as_a_failed_job(tmp_path):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "logger=csv",
+            "data.batch_size=16",
+            "trainer.max_epochs=4",
+            "trainer.enable_progress_bar=false",
+            "optimizer=sgd,adam",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = tmp_path / "0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "resume with: python train.py ckpt_path=" in err.strip().splitlines()[-1]
+    assert (tmp_path / "0" / "checkpoints" / "interrupted.ckpt").exists()
+    assert not (tmp_path / "0" / "failure.json").exists()
+    assert not (tmp_path / "1").exists()  # the sweep stopped

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlplab.config import validate_config
-from mlplab.errors import MlplabError
+from mlplab.errors import MlplabError, RunInterrupted
 from mlplab.sweep import in_multirun, record_failure
 
 
@@ -32,8 +32,10 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         return function(cfg)
     except Exception as exc:
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
-        # others: it is recorded in its job dir and the sweeper gets the worst value.
-        if in_multirun() and not cfg.get("sweep", {}).get("fail_fast", False):
+        # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
+        # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
+        interrupted = isinstance(exc, RunInterrupted)
+        if in_multirun() and not interrupted and not cfg.get("sweep", {}).get("fail_fast", False):
             record_failure(cfg.output_dir, exc)
             print(
                 f"error: job failed, sweep continues: {type(exc).__name__}: {exc}", file=sys.stderr

@@ -92,11 +92,10 @@ class Classifier(L.LightningModule):
     # A checkpoint taken mid-epoch carries the epoch's partial sums, so that a resumed run
     # reports the same epoch metrics as an uninterrupted one.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["mlplab_epoch_sums"] = {
-            stage: (sums.cpu(), self._counts[stage])
-            for stage, sums in self._sums.items()
-            if stage == "fit"
-        }
+        if "fit" in self._sums:
+            checkpoint["mlplab_epoch_sums"] = {
+                "fit": (self._sums["fit"].cpu(), self._counts["fit"])
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         for stage, (sums, count) in checkpoint.get("mlplab_epoch_sums", {}).items():
