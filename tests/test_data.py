@@ -5,15 +5,17 @@ from __future__ import annotations
 import gzip
 import time
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import real_data_dir
+from conftest import compose_config, real_data_dir
 
-from mlplab.data import BundledMnistDataModule, IdxDataModule
+from mlplab.data import BundledMnistDataModule, IdxDataModule, RandomShift
 from mlplab.data.idx import read_idx
 from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 from mlplab.errors import ConfigError, DataError
+from mlplab.train import build
 
 
 def test_idx_reader_on_real_mnist():
@@ -145,3 +147,93 @@ def test_loader_yields_every_example_once_per_epoch_in_batches():
         seen = torch.cat([b[1] for b in batches])
         assert sorted(seen.tolist()) == list(range(10))
         assert all(torch.equal(bx.squeeze(1).long(), by) for bx, by in batches)
+
+
+def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Reference shift with zero fill, written the slow obvious way."""
+    out = torch.zeros_like(image)
+    h, w = image.shape
+    for r in range(h):
+        for c in range(w):
+            if 0 <= r - dy < h and 0 <= c - dx < w:
+                out[r, c] = image[r - dy, c - dx]
+    return out
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_within_max_shift():
+    torch.manual_seed(0)
+    images = torch.rand(64, 6, 7)
+    shifted = RandomShift(max_shift=2)(images)
+    offsets = set()
+    for original, result in zip(images, shifted, strict=True):
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(result, _shifted(original, dy, dx))
+        ]
+        assert len(matches) == 1
+        offsets.add(matches[0])
+    assert len(offsets) > 10  # per image, not one offset for the whole batch
+    torch.manual_seed(0)
+    assert torch.equal(RandomShift(2)(torch.rand(64, 6, 7)), shifted)  # seeded: reproducible
+    assert RandomShift(0)(images) is images
+
+
+class _BatchRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.train: list[torch.Tensor] = []
+        self.val: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train.append(batch[0].clone())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.val.append(batch[0].clone())
+
+
+def test_augmentation_shifts_training_batches_only(tmp_path):
+    cfg = compose_config(["augment=shift", "data.batch_size=32"], tmp_path)
+    datamodule, model = build(cfg)
+    recorder = _BatchRecorder()
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    # The first training batch holds, in the sampler's order, shifted copies of the originals.
+    x_train = datamodule.splits["train"][0]
+    first = PermutationSampler(len(x_train), True, cfg.seed).indices()[:32]
+    moved = 0
+    for original, seen in zip(x_train[first], recorder.train[0], strict=True):
+        original, seen = original.view(28, 28), seen.view(28, 28)
+        shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+        assert any(torch.equal(seen, _shifted(original, dy, dx)) for dy, dx in shifts)
+        moved += not torch.equal(seen, original)
+    assert moved >= 24  # 1 in 25 offsets is (0, 0)
+    # Validation batches are the untouched split.
+    x_val = datamodule.splits["val"][0]
+    assert torch.equal(recorder.val[0], x_val[: len(recorder.val[0])])
+
+
+def test_shuffled_label_fraction_permutes_that_share_of_the_training_labels(tmp_path):
+    def labels(fraction):
+        datamodule = BundledMnistDataModule(cache_dir=tmp_path, shuffled_label_fraction=fraction)
+        datamodule.setup()
+        return {k: y for k, (_, y) in datamodule.splits.items()}
+
+    clean, half = labels(0.0), labels(0.5)
+    changed = float((clean["train"] != half["train"]).float().mean())
+    assert 0.4 < changed <= 0.5  # a permuted label can land on its own class
+    assert torch.equal(torch.bincount(clean["train"]), torch.bincount(half["train"]))
+    assert torch.equal(clean["val"], half["val"]) and torch.equal(clean["test"], half["test"])
+    with pytest.raises(ConfigError, match=r"shuffled_label_fraction=1\.5 must be in"):
+        BundledMnistDataModule(cache_dir=tmp_path, shuffled_label_fraction=1.5)

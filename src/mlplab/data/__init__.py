@@ -1,5 +1,6 @@
-"""Data sets as whole tensors, and the data modules that serve them."""
+"""Data sets as whole tensors, the data modules that serve them, batch augmentations."""
 
+from mlplab.data.augment import RandomShift
 from mlplab.data.datamodule import BundledMnistDataModule, IdxDataModule, TensorDataModule
 
-__all__ = ["BundledMnistDataModule", "IdxDataModule", "TensorDataModule"]
+__all__ = ["BundledMnistDataModule", "IdxDataModule", "RandomShift", "TensorDataModule"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -40,6 +40,12 @@ class TensorDataModule(L.LightningDataModule):
             the training seed.
         shuffle_seed: seed of the per-epoch shuffling (epoch ``e`` uses ``shuffle_seed + e``).
         class_names: display names of the classes, index = label.
+        augment: transforms a training batch of images ``(batch, *image_shape)`` on the
+            training device (e.g. :class:`~mlplab.data.RandomShift`); ``None``: none.
+            Validation and test batches are never augmented.
+        shuffled_label_fraction: fraction of the *training* labels randomly permuted among
+            themselves (seeded by ``split_seed``): 1.0 shuffles them all, the classic check that
+            a model can only memorize, not generalize, when labels carry no signal.
     """
 
     def __init__(
@@ -51,12 +57,19 @@ class TensorDataModule(L.LightningDataModule):
         split_seed: int = 42,
         shuffle_seed: int = 0,
         class_names: Sequence[str] | None = None,
+        augment: Callable[[Tensor], Tensor] | None = None,
+        shuffled_label_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= shuffled_label_fraction <= 1.0:
+            raise ConfigError(
+                f"data.shuffled_label_fraction={shuffled_label_fraction} must be in [0, 1]"
+            )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_size, self.val_size = train_size, val_size
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.class_names = list(class_names) if class_names is not None else None
+        self.augment, self.shuffled_label_fraction = augment, shuffled_label_fraction
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.image_shape: tuple[int, ...] = ()
         self._resume_skip_batches = 0
@@ -89,8 +102,11 @@ class TensorDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         order = torch.randperm(len(x_pool), generator=generator).numpy()
         train, val = order[:n_train], order[n_train : n_train + n_val]
+        y_train = y_pool[train]
+        if self.shuffled_label_fraction > 0:
+            y_train = _shuffle_some(y_train, self.shuffled_label_fraction, self.split_seed)
         self.splits = {
-            "train": _to_tensors(x_pool[train], y_pool[train]),
+            "train": _to_tensors(x_pool[train], y_train),
             "val": _to_tensors(x_pool[val], y_pool[val]),
             "test": _to_tensors(*test),
         }
@@ -131,6 +147,15 @@ class TensorDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume_skip_batches = int(state_dict.get("train_batches_done", 0))
 
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
+        # Here the batch is on the training device: the augmentation runs there, batch-wide.
+        if self.augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        x, y = batch
+        return self.augment(x.view(len(x), *self.image_shape)).reshape(len(x), -1), y
+
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
@@ -150,6 +175,15 @@ class TensorDataModule(L.LightningDataModule):
             self.splits[split] = (x, y)
         sampler = PermutationSampler(len(y), shuffle, self.shuffle_seed, rank, world_size)
         return TensorBatchLoader(x, y, batch_size, sampler)
+
+
+def _shuffle_some(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A copy of ``labels`` in which a random ``fraction`` of them are permuted among themselves."""
+    rng = np.random.default_rng(seed + 2)  # its own stream: the split does not move with it
+    chosen = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    labels = labels.copy()
+    labels[chosen] = labels[rng.permutation(chosen)]
+    return labels
 
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
