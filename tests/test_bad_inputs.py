@@ -163,7 +163,7 @@ CASES = {
     ),
     "diverging_loss": (
         (*SMOKE, "optimizer.lr=1e12", "trainer.limit_train_batches=20"),
-        "error: training loss is nan in epoch 1: the run diverged; lower optimizer.lr",
+        "error: training loss became nan at step 3 of epoch 1; the step before it had loss",
         2,
     ),
     "missing_checkpoint": (

@@ -18,6 +18,7 @@ from mlplab.model import MLP
 
 EXPECTED_OPTIONS = {
     "data": ["fashion_mnist", "mnist", "mnist_5k"],
+    "augment": ["none", "shift"],
     "model": ["mlp"],
     "loss": ["cross_entropy", "mae", "mse"],
     "optimizer": ["adagrad", "adam", "adamw", "momentum", "sgd"],
@@ -26,7 +27,15 @@ EXPECTED_OPTIONS = {
     "callbacks": ["default", "none"],
     "logger": ["csv", "default", "none", "tensorboard", "wandb"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu"],
-    "experiment": ["lesson"],
+    "experiment": [
+        "deep_sigmoid",
+        "lesson",
+        "lr_too_high",
+        "lr_too_low",
+        "mnist_best",
+        "overfit_small_data",
+        "shuffled_labels",
+    ],
     "debug": ["smoke"],
     "hparams_search": ["optuna"],
 }
@@ -118,6 +127,7 @@ def test_callback_options(option, tmp_path):
             "LearningRateMonitor",
             "ModelCheckpoint",
             "TQDMProgressBar",
+            "TrainingDoctor",
         ]
         early = next(c for c in callbacks if type(c).__name__ == "EarlyStopping")
         assert early.patience == 5 and early.monitor == "val/loss"

@@ -139,11 +139,22 @@ def test_l1_penalty_is_added_and_logged(tmp_path):
     assert history[0]["train/l1_penalty"] > 0
 
 
-def test_diverging_run_stops_with_a_clear_error(tmp_path):
-    cfg = compose_config(["debug=smoke", "optimizer.lr=1e12"], tmp_path)
+@pytest.mark.parametrize(
+    "doctor, message",
+    [
+        ("on", r"loss became nan at step 3 of epoch 1; .* the run diverged; lower optimizer\.lr"),
+        # Without the doctor the module's own once-per-epoch check still stops the run.
+        ("off", r"training loss is nan in epoch 1: the run diverged; lower optimizer\.lr"),
+    ],
+)
+def test_diverging_run_stops_with_a_clear_error(doctor, message, tmp_path):
+    overrides = ["debug=smoke", "optimizer.lr=1e12"]
+    cfg = compose_config(
+        [*overrides, *(["callbacks.doctor=null"] if doctor == "off" else [])], tmp_path
+    )
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = 20
-    with pytest.raises(DivergenceError, match=r"the run diverged; lower optimizer\.lr"):
+    with pytest.raises(DivergenceError, match=message):
         train(cfg)
 
 

@@ -122,6 +122,23 @@ def plot_misclassified(
     return save_figure(fig, path)
 
 
+def doctor_section(findings: Sequence[dict[str, Any]] | None) -> list[str]:
+    """The report's lines for the training doctor's findings (none when it did not run)."""
+    if findings is None:
+        return []
+    lines = ["## Training doctor", ""]
+    if not findings:
+        return [*lines, "No problem found.", ""]
+    for f in findings:
+        where = f" (epoch {f['epoch']})" if f.get("epoch") is not None else ""
+        lines += [
+            f"- **{f['check']}**{where}: {f['message']}",
+            f"  - likely causes: {f['causes']}",
+            f"  - try: {f['fixes']}",
+        ]
+    return [*lines, ""]
+
+
 def write_report(
     output_dir: Path,
     metrics: dict[str, Any],
@@ -156,6 +173,7 @@ def write_report(
         f"weight decay {reg.get('weight_decay')}, L1 {reg.get('l1')}; loss `{name('loss')}`; "
         f"seed {config.get('seed')}",
         "",
+        *doctor_section(metrics.get("doctor")),
         "## Learning curves",
         "",
         "![learning curves](curves.png)",

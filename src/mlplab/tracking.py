@@ -92,6 +92,9 @@ def log_run_to_wandb(loggers: list, metrics: dict[str, Any], images: dict[str, A
         if not isinstance(logger, WandbLogger):
             continue
         summary = {name: metrics[key] for key, name in SUMMARY_KEYS.items() if key in metrics}
+        if "doctor" in metrics:  # the training doctor's findings, one summary key each
+            summary["doctor/findings"] = len(metrics["doctor"])
+            summary.update({f"doctor/{f['check']}": f["message"] for f in metrics["doctor"]})
         logger.experiment.summary.update(summary)
         for name, path in images.items():
             if str(path).endswith(".png"):

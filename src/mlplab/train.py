@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import RunStateInCheckpoint, resume_config
 from mlplab.config import validate_config
 from mlplab.data import TensorDataModule
+from mlplab.doctor import TrainingDoctor, format_finding
 from mlplab.errors import RunInterrupted
 from mlplab.instantiate import instantiate_each, instantiate_optional
 from mlplab.module import Classifier
@@ -97,6 +99,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ) from None
         # Copied now: testing a checkpoint restores callback states, history included.
         epochs = list(history.epochs)
+        doctor = next((c for c in callbacks if isinstance(c, TrainingDoctor)), None)
+        findings = [f.to_dict() for f in doctor.findings] if doctor is not None else None
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         early_stopping = trainer.early_stopping_callback
@@ -112,6 +116,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "best_checkpoint": best,
             "history": epochs,
         }
+        if findings is not None:
+            metrics["doctor"] = findings
         if trainer.is_global_zero:  # one report per run, also under DDP
             # `model` holds the best checkpoint's weights now: the report shows the tested model.
             report = build_report(
@@ -220,6 +226,11 @@ def write_metrics(metrics: dict[str, Any], output_dir: Path) -> Path:
 
 def print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
     """The last lines of a run: test accuracy and its margin over the majority-class baseline."""
+    findings = metrics.get("doctor")
+    if findings is not None:
+        print(f"training doctor: {len(findings) or 'no'} finding{'s' * (len(findings) != 1)}")
+        for finding in findings:
+            print(textwrap.indent(format_finding(finding), "  "))
     epochs = ""
     if "best_epoch" in metrics:
         epochs = f", best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}"

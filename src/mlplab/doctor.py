@@ -1,0 +1,429 @@
+"""The training doctor: reads a run the way the lesson teaches, and says what went wrong.
+
+``TrainingDoctor`` (a callback, on by default) gathers a few cheap signals while training:
+the loss of the first batch before any update, every step's loss (kept on the device, copied
+once per epoch) and, every few steps, the gradient norm of each layer. At the end of fitting,
+``diagnose`` turns them and the epoch history into findings, each with the numbers that
+triggered it, the likely causes and what to try. A NaN or infinite loss stops the run at
+once, with the step where it happened.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mlplab.callbacks import EpochHistory
+from mlplab.errors import DivergenceError
+
+
+@dataclass
+class Finding:
+    """One diagnosis: what was seen (with its numbers), why it usually happens, what to try."""
+
+    check: str
+    message: str
+    causes: str
+    fixes: str
+    epoch: int | None = None
+    values: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return format_finding(self.to_dict())
+
+
+def format_finding(finding: dict[str, Any]) -> str:
+    """Three lines: the check, epoch and message; the likely causes; what to try."""
+    where = f" (epoch {finding['epoch']})" if finding.get("epoch") is not None else ""
+    return (
+        f"[{finding['check']}]{where} {finding['message']}\n"
+        f"    likely causes: {finding['causes']}\n    try: {finding['fixes']}"
+    )
+
+
+@dataclass
+class Thresholds:
+    """When the doctor speaks up. Every field is a ``callbacks.doctor.<name>`` config value."""
+
+    initial_loss_tolerance: float = 0.5  # initial loss off by more than this fraction
+    plateau_epochs: int = 3  # window of epochs in which the loss must fall ...
+    plateau_min_decrease: float = 0.02  # ... by at least this fraction,
+    plateau_max_progress: float = 0.5  # unless it is already below this x the uniform loss
+    spike_factor: float = 2.0  # a step's loss at this x the median of the steps before ...
+    spike_window: int = 10  # ... (this many of them)
+    spike_min_jump: float = 0.25  # ... and higher by this fraction of the uniform loss
+    chance_margin: float = 0.02  # val accuracy within this of chance or baseline
+    overfit_rise: float = 0.1  # val loss this fraction above its minimum ...
+    overfit_epochs: int = 3  # ... for at least this many epochs after the minimum
+    overfit_gap: float = 0.02  # and a train-val accuracy gap above this
+    vanishing_ratio: float = 1e-3  # gradient norm of the first layer / the last layer
+    exploding_ratio: float = 1e3
+    exploding_norm: float = 1e3  # any layer's gradient norm above this
+
+
+def diagnose(
+    history: list[dict[str, float]],
+    thresholds: Thresholds,
+    initial_loss: float | None = None,
+    uniform_loss: float | None = None,
+    step_losses: list[list[float]] | None = None,
+    grad_norms: list[list[float]] | None = None,
+    chance_acc: float | None = None,
+    baseline_acc: float | None = None,
+    early_stopping_monitor: str | None = None,
+) -> list[Finding]:
+    """Findings for a finished (or stopped) run, from its epoch history and step signals.
+
+    Args:
+        history: per-epoch rows with ``epoch``, ``train/loss``, ``train/acc``, ``val/loss``,
+            ``val/acc`` (as ``EpochHistory`` records them).
+        thresholds: when to speak up.
+        initial_loss: loss of the first training batch before any update.
+        uniform_loss: the same loss for a model predicting every class equally (ln(C) for
+            cross-entropy).
+        step_losses: per epoch, the loss of each training step.
+        grad_norms: per epoch, the mean gradient norm of each layer, first to last.
+        chance_acc: accuracy of guessing uniformly (1 / number of classes).
+        baseline_acc: val accuracy of always predicting the majority class.
+        early_stopping_monitor: the metric early stopping watches, if any.
+    """
+    t = thresholds
+    findings: list[Finding] = []
+    check = [
+        _initial_loss(initial_loss, uniform_loss, t),
+        _plateau(history, uniform_loss, t),
+        _spikes(step_losses or [], uniform_loss, t),
+        _chance(history, chance_acc, baseline_acc, t),
+        _overfitting(history, early_stopping_monitor, t),
+        _gradients(grad_norms or [], t),
+    ]
+    for result in check:
+        findings.extend(result)
+    return sorted(findings, key=lambda f: f.epoch if f.epoch is not None else math.inf)
+
+
+def _initial_loss(initial: float | None, uniform: float | None, t: Thresholds) -> list[Finding]:
+    if initial is None or not uniform:
+        return []
+    off = initial / uniform - 1
+    if abs(off) <= t.initial_loss_tolerance:
+        return []
+    return [
+        Finding(
+            "initial_loss",
+            f"the first batch's loss is {initial:.4g}, {abs(off):.0%} "
+            f"{'above' if off > 0 else 'below'} {uniform:.4g}, the loss of predicting every "
+            f"class equally (ln(number of classes) for cross-entropy)",
+            "weights initialized too large (or too small); inputs not scaled to [0, 1] or "
+            "standardized; labels that do not match the outputs; a loss applied to "
+            "probabilities instead of logits",
+            "check the input range and labels of one batch; use init=he for ReLU, "
+            "xavier for sigmoid/tanh; use the loss on raw logits",
+            epoch=1,
+            values={"initial_loss": initial, "uniform_loss": uniform},
+        )
+    ]
+
+
+def _plateau(
+    history: list[dict[str, float]], uniform: float | None, t: Thresholds
+) -> list[Finding]:
+    losses = [row["train/loss"] for row in history if "train/loss" in row]
+    reference = uniform or (losses[0] if losses else None)
+    for end in range(t.plateau_epochs, len(losses)):
+        before, window = (
+            losses[end - t.plateau_epochs],
+            losses[end - t.plateau_epochs + 1 : end + 1],
+        )
+        decrease = (before - min(window)) / before if before > 0 else 0.0
+        if decrease < t.plateau_min_decrease and min(window) > t.plateau_max_progress * reference:
+            first = end - t.plateau_epochs + 1
+            return [
+                Finding(
+                    "plateau",
+                    f"the training loss {_change(decrease)} in epochs {first + 1}-{end + 1} "
+                    f"({before:.4f} -> {min(window):.4f}) while still at "
+                    f"{min(window) / reference:.0%} of the loss of predicting every class "
+                    f"equally ({reference:.4f})",
+                    "learning rate too low (or so high that the loss bounces around); "
+                    "vanishing gradients (deep sigmoid/tanh nets); labels that carry no signal; "
+                    "a bug that detaches the loss from the weights",
+                    "raise optimizer.lr by 10x (or use optimizer=adam); use ReLU with init=he; "
+                    "check that the labels match the images",
+                    epoch=end + 1,
+                    values={"loss_before": before, "loss_after": min(window)},
+                )
+            ]
+    return []
+
+
+def _change(decrease: float) -> str:
+    return f"fell only {decrease:.1%}" if decrease >= 0 else f"rose {-decrease:.1%}"
+
+
+def _spikes(step_losses: list[list[float]], uniform: float | None, t: Thresholds) -> list[Finding]:
+    # A step whose loss is spike_factor x the median of the steps just before it, and higher
+    # by a sizeable part of the untrained loss: one noisy batch late in training (0.2 -> 0.45)
+    # is no spike; 0.9 -> 27 is.
+    floor = t.spike_min_jump * (uniform or 1.0)
+    recent: deque[float] = deque(maxlen=t.spike_window)
+    for epoch, losses in enumerate(step_losses, start=1):
+        for step, value in enumerate(losses, start=1):
+            if recent:
+                median = statistics.median(recent)
+                if value > t.spike_factor * median and value - median > floor:
+                    return [
+                        Finding(
+                            "loss_spike",
+                            f"the training loss jumped to {value:.4g} at step {step} of the "
+                            f"epoch, {value / median:.1f}x the median {median:.4g} of the "
+                            f"{len(recent)} steps before it",
+                            "learning rate too high: a step overshoots into a region of much "
+                            "higher loss (and may kill ReLUs or diverge); no warm-up; a bad batch",
+                            "lower optimizer.lr (2-10x); add a schedule (scheduler=cosine); "
+                            "clip gradients (trainer.gradient_clip_val=1.0)",
+                            epoch=epoch,
+                            values={"spike_loss": value, "recent_median": median, "step": step},
+                        )
+                    ]
+            recent.append(value)
+    return []
+
+
+def _chance(
+    history: list[dict[str, float]],
+    chance: float | None,
+    baseline: float | None,
+    t: Thresholds,
+) -> list[Finding]:
+    accs = [r["val/acc"] for r in history if "val/acc" in r]
+    floor = max(a for a in (chance, baseline) if a is not None) if (chance or baseline) else None
+    if not accs or floor is None:
+        return []
+    best = max(accs)
+    if best > floor + t.chance_margin:
+        return []
+    return [
+        Finding(
+            "chance_level",
+            f"the best validation accuracy, {best:.2%}, does not beat chance "
+            f"({(chance or 0):.2%}) or the majority-class baseline ({(baseline or 0):.2%}) "
+            f"by more than {t.chance_margin:.0%}",
+            "labels shuffled or misaligned with the images; a learning rate far too low or "
+            "too high; a dead network (all ReLUs off); training on the wrong data",
+            "look at a few images with their labels; try optimizer.lr=0.01 with "
+            "optimizer=sgd and the lesson's config (experiment=lesson)",
+            epoch=len(history) or None,
+            values={"best_val_acc": best, "chance_acc": chance or 0.0, "baseline": baseline or 0.0},
+        )
+    ]
+
+
+def _overfitting(
+    history: list[dict[str, float]], monitor: str | None, t: Thresholds
+) -> list[Finding]:
+    rows = [r for r in history if "val/loss" in r and "train/acc" in r and "train/loss" in r]
+    if len(rows) <= t.overfit_epochs:
+        return []
+    best = min(rows, key=lambda r: r["val/loss"])
+    last = rows[-1]
+    after = int(last["epoch"] - best["epoch"])
+    rise = last["val/loss"] / best["val/loss"] - 1
+    gap_best = best["train/acc"] - best["val/acc"]
+    gap_last = last["train/acc"] - last["val/acc"]
+    if after < t.overfit_epochs or rise < t.overfit_rise or gap_last < t.overfit_gap:
+        return []
+    keeps = (
+        f"early stopping on {monitor} keeps epoch {int(best['epoch'])}"
+        if monitor == "val/loss"
+        else f"early stopping on val/loss would keep epoch {int(best['epoch'])}"
+    )
+    return [
+        Finding(
+            "overfitting",
+            f"the validation loss rose {rise:.0%} from its minimum {best['val/loss']:.4f} at "
+            f"epoch {int(best['epoch'])} to {last['val/loss']:.4f} at epoch {int(last['epoch'])}"
+            f" while the training loss fell from {best['train/loss']:.4f} to "
+            f"{last['train/loss']:.4f}; train-val accuracy gap {100 * gap_last:.1f} points "
+            f"(train {last['train/acc']:.2%}, val {last['val/acc']:.2%}); {keeps}",
+            "a model with more capacity than the training data supports; too little "
+            "regularization; training too long",
+            "keep early stopping on (callbacks.early_stopping.patience=5); add dropout "
+            "(regularization.dropout=0.3) or weight decay; more data or augment=shift",
+            epoch=int(best["epoch"]),
+            values={
+                "val_loss_min": best["val/loss"],
+                "val_loss_last": last["val/loss"],
+                "gap_at_min": gap_best,
+                "gap_last": gap_last,
+            },
+        )
+    ]
+
+
+def _gradients(grad_norms: list[list[float]], t: Thresholds) -> list[Finding]:
+    findings: list[Finding] = []
+    for epoch, norms in enumerate(grad_norms, start=1):
+        if len(norms) < 2 or not norms[-1]:
+            continue
+        ratio = norms[0] / norms[-1]
+        layers = ", ".join(f"{n:.2e}" for n in norms)
+        if ratio < t.vanishing_ratio:
+            findings.append(
+                Finding(
+                    "vanishing_gradients",
+                    f"the first layer's gradient norm is {ratio:.1e} of the last layer's "
+                    f"(per layer, first to last: {layers}): the early layers barely learn",
+                    "saturating activations (sigmoid, tanh) in a deep net; too small an "
+                    "initialization",
+                    "use activation=relu with init=he; fewer layers; xavier init for sigmoid",
+                    epoch=epoch,
+                    values={"ratio_first_to_last": ratio},
+                )
+            )
+            break
+        if ratio > t.exploding_ratio or max(norms) > t.exploding_norm:
+            findings.append(
+                Finding(
+                    "exploding_gradients",
+                    f"gradient norms per layer, first to last: {layers} (first/last {ratio:.1e})",
+                    "learning rate too high; too large an initialization; unscaled inputs",
+                    "lower optimizer.lr; clip gradients (trainer.gradient_clip_val=1.0); "
+                    "scale the inputs; init=he",
+                    epoch=epoch,
+                    values={"ratio_first_to_last": ratio, "max_norm": max(norms)},
+                )
+            )
+            break
+    return findings
+
+
+class TrainingDoctor(L.Callback):
+    """Watch a run and diagnose it at the end; stop it at once on a NaN or infinite loss.
+
+    Cheap by design: step losses stay on the device until the epoch ends (one host copy per
+    epoch), and gradient norms are taken every ``grad_every_n_steps`` steps. Findings are in
+    ``self.findings`` after ``fit``; ``mlplab.train`` prints them and puts them into the
+    report, ``metrics.json`` and the W&B summary.
+
+    Args:
+        grad_every_n_steps: how often the per-layer gradient norms are measured.
+        **thresholds: any field of :class:`Thresholds`.
+    """
+
+    def __init__(self, grad_every_n_steps: int = 20, **thresholds: float) -> None:
+        self.grad_every_n_steps = grad_every_n_steps
+        self.thresholds = Thresholds(**thresholds)
+        self.findings: list[Finding] = []
+        self.initial_loss: float | None = None
+        self.uniform_loss: float | None = None
+        self.step_losses: list[list[float]] = []  # per epoch
+        self.grad_norms: list[list[float]] = []  # per epoch: mean norm per layer
+        self._losses: list[Tensor] = []
+        self._grads: list[Tensor] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.initial_loss is not None or trainer.current_epoch > 0 or batch_idx > 0:
+            return
+        x, y = batch
+        was_training = pl_module.training
+        pl_module.eval()  # no dropout: no random numbers drawn, so the run is unchanged
+        with torch.no_grad():
+            logits = pl_module(x)
+            self.initial_loss = float(pl_module.loss(logits, y))
+            # The loss of a model that predicts every class equally: zero logits.
+            self.uniform_loss = float(pl_module.loss(torch.zeros_like(logits), y))
+        pl_module.train(was_training)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._losses.append(loss.detach())
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if trainer.global_step % self.grad_every_n_steps:
+            return
+        grads = [
+            p.grad for name, p in pl_module.named_parameters() if p.ndim > 1 and p.grad is not None
+        ]
+        if grads:
+            self._grads.append(torch.stack([g.detach().norm() for g in grads]))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epoch's one host copy of the doctor's signals.
+        losses = torch.stack(self._losses).float().cpu() if self._losses else torch.empty(0)
+        self._losses = []
+        if len(losses) and not bool(torch.isfinite(losses).all()):
+            bad = int((~torch.isfinite(losses)).nonzero()[0])
+            finite = losses[:bad][torch.isfinite(losses[:bad])]
+            last = f"; the step before it had loss {float(finite[-1]):.4g}" if len(finite) else ""
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+            raise DivergenceError(
+                f"training loss became {float(losses[bad])} at step {bad + 1} of epoch "
+                f"{trainer.current_epoch + 1}{last}: the run diverged; lower optimizer.lr "
+                f"(now {lr:g}), clip gradients (trainer.gradient_clip_val=1.0) or check the data"
+            )
+        self.step_losses.append(losses.tolist())
+        if self._grads:
+            self.grad_norms.append(torch.stack(self._grads).mean(0).cpu().tolist())
+            pl_module.log_dict(
+                {f"grad_norm/layer{i + 1}": v for i, v in enumerate(self.grad_norms[-1])}
+            )
+            self._grads = []
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        history = next((c.epochs for c in trainer.callbacks if isinstance(c, EpochHistory)), [])
+        num_classes = getattr(getattr(pl_module, "net", None), "num_classes", None)
+        datamodule = getattr(trainer, "datamodule", None)
+        baseline = (
+            datamodule.baseline_accuracy().get("val")
+            if hasattr(datamodule, "baseline_accuracy")
+            else None
+        )
+        stopper = trainer.early_stopping_callback
+        self.findings = diagnose(
+            history,
+            self.thresholds,
+            initial_loss=self.initial_loss,
+            uniform_loss=self.uniform_loss,
+            step_losses=self.step_losses,
+            grad_norms=self.grad_norms,
+            chance_acc=1 / num_classes if num_classes else None,
+            baseline_acc=baseline,
+            early_stopping_monitor=stopper.monitor if stopper is not None else None,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "initial_loss": self.initial_loss,
+            "uniform_loss": self.uniform_loss,
+            "step_losses": self.step_losses,
+            "grad_norms": self.grad_norms,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.initial_loss = state_dict.get("initial_loss")
+        self.uniform_loss = state_dict.get("uniform_loss")
+        self.step_losses = list(state_dict.get("step_losses", []))
+        self.grad_norms = list(state_dict.get("grad_norms", []))
