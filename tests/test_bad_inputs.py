@@ -187,6 +187,26 @@ CASES = {
         "model (256,); net.layers.0.weight: checkpoint (64, 784) vs model (256, 784)",
         2,
     ),
+    "transfer_without_checkpoint": (
+        (*SMOKE, "model=pretrained"),
+        "error: model.checkpoint is required: the run dir or checkpoint of an MLP trained before",
+        2,
+    ),
+    "transfer_from_missing_checkpoint": (
+        (*SMOKE, "model=pretrained", "model.checkpoint={root}/nope.ckpt"),
+        "error: checkpoint {root}/nope.ckpt does not exist",
+        2,
+    ),
+    "freezing_a_layer_that_does_not_exist": (
+        (*SMOKE, "model=pretrained", "model.checkpoint={earlier}", "model.freeze=[5]"),
+        "error: model.freeze=[5] is not allowed: hidden layers are numbered 1 to 2",
+        2,
+    ),
+    "scratch_comparison_without_pretrained_model": (
+        (*SMOKE, "compare_from_scratch=true"),
+        "error: compare_from_scratch=true compares a pretrained network with a fresh one",
+        2,
+    ),
     "unknown_group_option": ((*SMOKE, "optimizer=rmsprop"), "Available options in 'optimizer':", 1),
 }
 
@@ -195,7 +215,8 @@ CASES = {
 def test_bad_input(case, earlier_run, bad_files, tmp_path):
     args, expected, exit_code = CASES[case]
     places = {k: str(v) for k, v in bad_files.items()} | {
-        "root": str(bad_files["garbage_ckpt"].parent)
+        "root": str(bad_files["garbage_ckpt"].parent),
+        "earlier": str(earlier_run),
     }
     before = snapshot(earlier_run)
     result = cli(*(a.format(**places) for a in args), f"hydra.run.dir={tmp_path / 'run'}")

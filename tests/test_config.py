@@ -19,7 +19,7 @@ from mlplab.model import MLP
 EXPECTED_OPTIONS = {
     "data": ["fashion_mnist", "mnist", "mnist_5k"],
     "augment": ["none", "shift"],
-    "model": ["mlp"],
+    "model": ["mlp", "pretrained"],
     "loss": ["cross_entropy", "mae", "mse"],
     "optimizer": ["adagrad", "adam", "adamw", "momentum", "sgd"],
     "regularization": ["dropout", "l1", "l2", "lesson", "none"],
@@ -35,6 +35,7 @@ EXPECTED_OPTIONS = {
         "mnist_best",
         "overfit_small_data",
         "shuffled_labels",
+        "transfer_fashion",
     ],
     "debug": ["smoke"],
     "hparams_search": ["optuna"],
@@ -174,6 +175,14 @@ def test_ddp_cpu_trainer_option_instantiates(tmp_path):
     cfg = compose_config(["trainer=ddp_cpu"], tmp_path)
     trainer = instantiate(cfg.trainer, logger=False)
     assert (trainer.num_devices, type(trainer.strategy).__name__) == (2, "DDPStrategy")
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["experiment"])
+def test_every_experiment_composes_and_passes_validation(option, tmp_path):
+    needs = ["model.checkpoint=some/run"] if option.startswith("transfer") else []
+    cfg = compose_config([f"experiment={option}", *needs], tmp_path)
+    validate_config(cfg)
+    assert cfg.trainer.max_epochs >= 5
 
 
 def test_lesson_experiment_is_exactly_the_lesson(tmp_path):

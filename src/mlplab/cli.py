@@ -31,6 +31,9 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         quiet_third_party_output()
         return function(cfg)
     except Exception as exc:
+        # Hydra wraps what a constructor raises (a missing checkpoint) in its own exception.
+        if not isinstance(exc, MlplabError) and isinstance(exc.__cause__, MlplabError):
+            exc = exc.__cause__
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
         # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
         # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.

@@ -44,8 +44,19 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 ]
 
 
+# What to say when a mandatory value (``???`` in the config) was not given.
+MISSING_HINTS = {
+    "model.checkpoint": "the run dir or checkpoint of an MLP trained before, e.g. "
+    "python train.py experiment=lesson data.data_dir=... "
+    "then model.checkpoint=outputs/<date>/<time>",
+}
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first bad value, naming key, value and what is allowed."""
+    for key in _missing_keys(cfg):
+        hint = MISSING_HINTS.get(key, "set it on the command line: " + key + "=...")
+        raise ConfigError(f"{key} is required: {hint}")
     for key, ok, allowed in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT:
@@ -54,9 +65,29 @@ def validate_config(cfg: DictConfig) -> None:
             value = OmegaConf.to_container(value, resolve=True)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed: must be {allowed}")
+    if cfg.get("compare_from_scratch") and OmegaConf.select(cfg, "model.checkpoint") is None:
+        raise ConfigError(
+            "compare_from_scratch=true compares a pretrained network with a fresh one: "
+            "use it with model=pretrained (e.g. experiment=transfer_fashion)"
+        )
     loggers = {k: v for k, v in (cfg.get("logger") or {}).items() if v is not None}
     if OmegaConf.select(cfg, "callbacks.lr_monitor") is not None and not loggers:
         raise ConfigError(
             "callbacks.lr_monitor needs a logger: choose logger=csv (or wandb), "
             "or drop it with callbacks.lr_monitor=null"
         )
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is the mandatory-value marker ``???``, outside ``hydra``."""
+    missing = []
+    for key in cfg:
+        if key == "hydra" and not prefix:
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            missing.append(f"{prefix}{key}")
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            missing += _missing_keys(node, f"{prefix}{key}.")
+    return missing

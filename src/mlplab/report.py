@@ -139,6 +139,43 @@ def doctor_section(findings: Sequence[dict[str, Any]] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _model_line(model: dict[str, Any], reg: dict[str, Any]) -> str:
+    if "checkpoint" in model:  # transfer learning: the architecture comes from the checkpoint
+        return (
+            f"- model: hidden layers of `{model['checkpoint']}`, new output layer; frozen "
+            f"hidden layers {list(model.get('freeze', []))}, dropout {reg.get('dropout')}"
+        )
+    return (
+        f"- model: hidden {model.get('hidden_sizes')}, {model.get('activation')}, "
+        f"init {model.get('init')}, dropout {reg.get('dropout')}"
+    )
+
+
+def scratch_section(metrics: dict[str, Any]) -> list[str]:
+    """Transfer learning against the same network and budget trained from scratch."""
+    scratch = metrics.get("from_scratch")
+    if scratch is None:
+        return []
+    lines = [
+        "## Transfer vs. from scratch",
+        "",
+        "Same architecture, data, epochs, optimizer and seed; only the starting weights "
+        "(and the frozen layers) differ.",
+        "",
+        "| start | test acc | best val acc | best epoch | trainable params | s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in (("pretrained (this run)", metrics), ("from scratch", scratch)):
+        lines.append(
+            f"| {name} | {100 * m['test/acc']:.2f}% | {100 * m.get('val/acc_best', 0):.2f}% "
+            f"| {m.get('best_epoch')} | {m.get('trainable_params', 0):,} | {m['wall_s']:.1f} |"
+        )
+    delta = 100 * (metrics["test/acc"] - scratch["test/acc"])
+    verdict = "helps" if delta > 0 else "does not help"
+    lines += ["", f"Transfer {verdict} here: {delta:+.2f} points of test accuracy.", ""]
+    return lines
+
+
 def write_report(
     output_dir: Path,
     metrics: dict[str, Any],
@@ -167,13 +204,13 @@ def write_report(
         f"- best val accuracy {100 * metrics.get('val/acc_best', float('nan')):.2f}%, "
         f"{metrics['num_params']:,} parameters, {metrics['wall_s']:.1f} s of training",
         f"- data: `{name('data')}` {metrics.get('split_sizes', {})}",
-        f"- model: hidden {model.get('hidden_sizes')}, {model.get('activation')}, "
-        f"init {model.get('init')}, dropout {reg.get('dropout')}",
+        _model_line(model, reg),
         f"- optimizer: `{name('optimizer')}` lr {config.get('optimizer', {}).get('lr')}, "
         f"weight decay {reg.get('weight_decay')}, L1 {reg.get('l1')}; loss `{name('loss')}`; "
         f"seed {config.get('seed')}",
         "",
         *doctor_section(metrics.get("doctor")),
+        *scratch_section(metrics),
         "## Learning curves",
         "",
         "![learning curves](curves.png)",

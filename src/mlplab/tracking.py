@@ -95,6 +95,8 @@ def log_run_to_wandb(loggers: list, metrics: dict[str, Any], images: dict[str, A
         if "doctor" in metrics:  # the training doctor's findings, one summary key each
             summary["doctor/findings"] = len(metrics["doctor"])
             summary.update({f"doctor/{f['check']}": f["message"] for f in metrics["doctor"]})
+        if "from_scratch" in metrics:
+            summary["from_scratch/test_acc"] = metrics["from_scratch"]["test/acc"]
         logger.experiment.summary.update(summary)
         for name, path in images.items():
             if str(path).endswith(".png"):

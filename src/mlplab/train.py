@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import RunStateInCheckpoint, resume_config
@@ -27,6 +27,7 @@ from mlplab.instantiate import instantiate_each, instantiate_optional
 from mlplab.module import Classifier
 from mlplab.report import build_report
 from mlplab.tracking import finish_wandb, log_run_to_wandb, wandb_run_id
+from mlplab.transfer import pretrained_architecture
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     # Secrets (API keys, tokens) never reach logs, checkpoints or reports.
     resolved = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+
+    # Transfer learning's yardstick: the same architecture and budget, trained from scratch.
+    scratch = train(from_scratch_config(cfg)) if cfg.get("compare_from_scratch") else None
 
     datamodule, model = build(cfg)
     baseline = datamodule.baseline_accuracy()
@@ -109,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             **_fit_metrics(epochs),
             "stopped_early": bool(early_stopping is not None and early_stopping.stopped_epoch > 0),
             "num_params": sum(p.numel() for p in model.parameters()),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "split_sizes": datamodule.split_sizes(),
             "torch_threads": torch.get_num_threads(),
             "world_size": trainer.world_size,
@@ -118,6 +123,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         if findings is not None:
             metrics["doctor"] = findings
+        if scratch is not None:
+            metrics["from_scratch"] = {k: scratch[k] for k in SCRATCH_KEYS if k in scratch}
         if trainer.is_global_zero:  # one report per run, also under DDP
             # `model` holds the best checkpoint's weights now: the report shows the tested model.
             report = build_report(
@@ -138,6 +145,39 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_metrics(metrics, output_dir)
         print_summary(metrics, output_dir)
     return metrics
+
+
+SCRATCH_KEYS = (
+    "test/acc",
+    "test/loss",
+    "val/acc_best",
+    "best_epoch",
+    "epochs_trained",
+    "trainable_params",
+    "wall_s",
+)
+
+
+def from_scratch_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the pretrained network replaced by a fresh one of the same architecture.
+
+    Same data, budget, optimizer and seed; its own output dir (``from_scratch/``) and only
+    the CSV logger, so the comparison does not add a second W&B run.
+    """
+    scratch = cfg.copy()
+    with open_dict(scratch):
+        scratch.model = {
+            "_target_": "mlplab.model.MLP",
+            **pretrained_architecture(cfg.model.checkpoint),
+            "dropout": cfg.model.dropout,
+        }
+        scratch.compare_from_scratch = False
+        scratch.output_dir = str(Path(cfg.output_dir) / "from_scratch")
+        scratch.ckpt_path = None
+        scratch.logger = {k: v for k, v in (cfg.get("logger") or {}).items() if k == "csv"}
+        if not scratch.logger and "lr_monitor" in scratch.callbacks:
+            scratch.callbacks.lr_monitor = None
+    return scratch
 
 
 def configure_threads(cfg: DictConfig) -> None:
