@@ -110,6 +110,8 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
         ["callbacks=none"],
         ["model.activation=sigmoid", "model.init=xavier"],
         ["model.activation=tanh", "model.init=default"],
+        ["augment=shift"],
+        ["trainer.precision=bf16-mixed"],
     ],
     ids=lambda o: ",".join(o),
 )
@@ -118,6 +120,15 @@ def test_every_option_trains(overrides, tmp_path):
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
     assert metrics["epochs_trained"] == 2
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_to_the_same_kind_of_checkpoint(tmp_path):
+    # torch.compile needs a C++ compiler on CPU and ~30 s to compile: slow.
+    metrics = train(compose_config(["debug=smoke", "model.compile=true"], tmp_path))
+    assert metrics["test/acc"] > 0.1
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert "net.layers.0.weight" in state  # same names as an uncompiled run's
 
 
 def test_scheduler_really_decays_the_learning_rate(tmp_path):
