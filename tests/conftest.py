@@ -92,3 +92,18 @@ def mirror(tmp_path):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+def bare_trainer(tmp_path: Path, callbacks: list, **kwargs):
+    """A real Lightning Trainer with nothing extra: no loggers, checkpoints or progress bar."""
+    import lightning as L
+
+    options = {
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    return L.Trainer(callbacks=callbacks, **(options | kwargs))

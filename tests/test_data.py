@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, real_data_dir
+from conftest import bare_trainer, compose_config, real_data_dir
 
 from mlplab.data import BundledMnistDataModule, IdxDataModule, RandomShift
 from mlplab.data.idx import read_idx
@@ -196,17 +196,8 @@ def test_augmentation_shifts_training_batches_only(tmp_path):
     cfg = compose_config(["augment=shift", "data.batch_size=32"], tmp_path)
     datamodule, model = build(cfg)
     recorder = _BatchRecorder()
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        callbacks=[recorder],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+    trainer = bare_trainer(
+        tmp_path, [recorder], limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0
     )
     trainer.fit(model, datamodule=datamodule)
     # The first training batch holds, in the sampler's order, shifted copies of the originals.

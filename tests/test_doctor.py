@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-import lightning as L
 import pytest
-from conftest import compose_config
+from conftest import bare_trainer, compose_config
 from wandb_records import summary_and_config
 
 from mlplab.callbacks import EpochHistory
@@ -95,16 +94,7 @@ def test_unscaled_inputs_are_caught_by_the_first_loss(tmp_path):
     for split, (x, y) in datamodule.splits.items():
         datamodule.splits[split] = (x * 255, y)
     doctor = TrainingDoctor()
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        callbacks=[doctor, EpochHistory()],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(tmp_path, [doctor, EpochHistory()], limit_train_batches=3)
     trainer.fit(model, datamodule=datamodule)
     (finding,) = [f for f in doctor.findings if f.check == "initial_loss"]
     assert finding.values["initial_loss"] > 10 * finding.values["uniform_loss"]

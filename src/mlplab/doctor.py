@@ -98,17 +98,15 @@ def diagnose(
         early_stopping_monitor: the metric early stopping watches, if any.
     """
     t = thresholds
-    findings: list[Finding] = []
-    check = [
-        _initial_loss(initial_loss, uniform_loss, t),
-        _plateau(history, uniform_loss, t),
-        _spikes(step_losses or [], uniform_loss, t),
-        _chance(history, chance_acc, baseline_acc, t),
-        _overfitting(history, early_stopping_monitor, t),
-        _gradients(grad_norms or [], t),
+    findings = [
+        *_initial_loss(initial_loss, uniform_loss, t),
+        *_plateau(history, uniform_loss, t),
+        *_spikes(step_losses or [], uniform_loss, t),
+        *_chance(history, chance_acc, baseline_acc, t),
+        *_overfitting(history, early_stopping_monitor, t),
+        *_gradients(grad_norms or [], t),
     ]
-    for result in check:
-        findings.extend(result)
+    # In the order they happened: an early spike often explains a later plateau.
     return sorted(findings, key=lambda f: f.epoch if f.epoch is not None else math.inf)
 
 

@@ -21,6 +21,8 @@ class MLP(nn.Module):
         dropout: dropout probability after each hidden activation (0 disables it).
         init: ``he`` (Kaiming normal, suited to ReLU), ``xavier`` (Glorot normal, suited to
             sigmoid/tanh) or ``default`` (PyTorch's own); ``he`` and ``xavier`` zero the biases.
+        compile: compile the forward pass with ``torch.compile`` (on its first call). In place,
+            so parameter names, and hence checkpoints, are the same as without it.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class MLP(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         init: str = "he",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -51,6 +54,8 @@ class MLP(nn.Module):
         self.in_features, self.num_classes = in_features, num_classes
         if init != "default":
             self._init_weights(init, activation)
+        if compile:
+            self.compile()
 
     def _init_weights(self, init: str, activation: str) -> None:
         linears = [m for m in self.layers if isinstance(m, nn.Linear)]

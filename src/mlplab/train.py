@@ -38,16 +38,9 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, Classifier]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     # The network's input and output sizes come from the data, never from constants.
-    model_cfg = cfg.model.copy()  # `compile` is ours, not the network's constructor's
-    with open_dict(model_cfg):
-        compile_net = model_cfg.pop("compile", False)
     net = instantiate(
-        model_cfg, in_features=datamodule.num_features, num_classes=datamodule.num_classes
+        cfg.model, in_features=datamodule.num_features, num_classes=datamodule.num_classes
     )
-    if compile_net:
-        # In place: the forward is compiled (on its first call), parameter names are unchanged,
-        # so checkpoints stay interchangeable with uncompiled runs.
-        net.compile()
     model = Classifier(
         net,
         loss=instantiate(cfg.loss),
@@ -177,6 +170,7 @@ def from_scratch_config(cfg: DictConfig) -> DictConfig:
             "_target_": "mlplab.model.MLP",
             **pretrained_architecture(cfg.model.checkpoint),
             "dropout": cfg.model.dropout,
+            "compile": cfg.model.get("compile", False),
         }
         scratch.compare_from_scratch = False
         scratch.output_dir = str(Path(cfg.output_dir) / "from_scratch")

@@ -39,6 +39,7 @@ def pretrained_mlp(
     checkpoint: str,
     freeze: Sequence[int] = (),
     dropout: float = 0.0,
+    compile: bool = False,
 ) -> MLP:
     """An MLP with the hidden layers of ``checkpoint`` and a new output layer.
 
@@ -49,6 +50,7 @@ def pretrained_mlp(
         freeze: hidden layers (1 = the first) whose weights stay fixed; the others and the new
             output layer are trained.
         dropout: dropout after each hidden layer, as for :class:`~mlplab.model.MLP`.
+        compile: ``torch.compile`` the forward pass, as for :class:`~mlplab.model.MLP`.
     """
     if checkpoint in (None, "", "???"):
         raise ConfigError(
@@ -79,7 +81,7 @@ def pretrained_mlp(
     # The source network exactly as trained (its dropout shapes its list of layers).
     source = MLP(source_in, source_classes, **architecture, dropout=source_model.dropout)
     source.load_state_dict(weights)
-    net = MLP(in_features, num_classes, **architecture, dropout=dropout)
+    net = MLP(in_features, num_classes, **architecture, dropout=dropout, compile=compile)
     hidden_pairs = zip(_linears(net)[:-1], _linears(source)[:-1], strict=True)
     for layer, (target, trained) in enumerate(hidden_pairs, start=1):
         target.load_state_dict(trained.state_dict())
