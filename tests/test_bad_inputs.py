@@ -207,6 +207,11 @@ CASES = {
         "error: compare_from_scratch=true compares a pretrained network with a fresh one",
         2,
     ),
+    "augmentation_without_a_target": (
+        (*SMOKE, "+data.augment.max_shift=3"),
+        "error: data.augment={'max_shift': 3} is not allowed: must be null or an augmentation",
+        2,
+    ),
     "unknown_group_option": ((*SMOKE, "optimizer=rmsprop"), "Available options in 'optimizer':", 1),
 }
 

@@ -161,6 +161,8 @@ def test_lesson_experiment_on_full_mnist(tmp_path):
     assert metrics["split_sizes"] == {"train": 50000, "val": 10000, "test": 10000}
     assert metrics["test/acc"] > 0.94  # measured 95.6% (the lesson reports 92.8%)
     assert metrics["baseline/test_acc"] == pytest.approx(0.1135)  # '1' is MNIST's majority class
+    assert metrics["doctor"] == []  # a healthy run raises no alarm
+    assert "training doctor: no findings" in result.stdout
 
 
 @pytest.mark.slow

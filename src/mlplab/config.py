@@ -39,6 +39,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ),
     ("model.activation", lambda v: v in ("relu", "sigmoid", "tanh"), "one of relu, sigmoid, tanh"),
     ("model.init", lambda v: v in ("he", "xavier", "default"), "one of he, xavier, default"),
+    (
+        "data.augment",
+        lambda v: v is None or (isinstance(v, dict) and "_target_" in v),
+        "null or an augmentation with a _target_ (choose one with augment=shift)",
+    ),
     ("trainer.max_epochs", lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1)"),
     ("callbacks.early_stopping.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 ]
