@@ -209,7 +209,7 @@ CASES = {
     ),
     "augmentation_without_a_target": (
         (*SMOKE, "+data.augment.max_shift=3"),
-        "error: data.augment={'max_shift': 3} is not allowed: must be null or an augmentation",
+        "error: data.augment={{'max_shift': 3}} is not allowed: must be null or an augmentation",
         2,
     ),
     "unknown_group_option": ((*SMOKE, "optimizer=rmsprop"), "Available options in 'optimizer':", 1),
