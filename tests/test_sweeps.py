@@ -97,6 +97,23 @@ def test_joblib_runs_jobs_in_parallel_sharing_the_cores(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_summary_names_each_jobs_training_doctor_findings(tmp_path):
+    result = multirun(
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=4",
+        "optimizer.lr=0.01,2.0",
+        sweep_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {r["overrides"].split()[-1]: r for r in summary_rows(tmp_path)}
+    assert rows["optimizer.lr=0.01"]["doctor"] == ""
+    assert "loss_spike" in rows["optimizer.lr=2.0"]["doctor"].split()
+    assert "loss_spike" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     result = multirun(
         *SMOKE,

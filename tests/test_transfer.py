@@ -110,3 +110,14 @@ def test_transfer_fashion_reports_the_comparison_with_training_from_scratch(pret
     assert "## Transfer vs. from scratch" in report
     assert f"| from scratch | {100 * scratch['test/acc']:.2f}% |" in report
     assert f"| pretrained (this run) | {100 * metrics['test/acc']:.2f}% |" in report
+
+
+def test_a_transferred_network_can_be_transferred_again(pretrained, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out, source in ((first, pretrained), (second, first)):
+        overrides = ["model=pretrained", f"model.checkpoint={source}", "model.freeze=[1]"]
+        train(compose_config([*QUIET, *overrides, "trainer.max_epochs=1"], out))
+    original = weights(pretrained / "checkpoints" / "best.ckpt")
+    twice = weights(second / "checkpoints" / "last.ckpt")
+    assert torch.equal(twice[0], original[0])  # frozen through both transfers
+    assert [w.shape for w in twice] == [w.shape for w in original]

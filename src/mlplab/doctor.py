@@ -335,14 +335,17 @@ class TrainingDoctor(L.Callback):
     ) -> None:
         if self.initial_loss is not None or trainer.current_epoch > 0 or batch_idx > 0:
             return
+        loss_fn = getattr(pl_module, "loss", None)  # a module of ours: loss(logits, labels)
+        if not callable(loss_fn):
+            return
         x, y = batch
         was_training = pl_module.training
         pl_module.eval()  # no dropout: no random numbers drawn, so the run is unchanged
         with torch.no_grad():
             logits = pl_module(x)
-            self.initial_loss = float(pl_module.loss(logits, y))
+            self.initial_loss = float(loss_fn(logits, y))
             # The loss of a model that predicts every class equally: zero logits.
-            self.uniform_loss = float(pl_module.loss(torch.zeros_like(logits), y))
+            self.uniform_loss = float(loss_fn(torch.zeros_like(logits), y))
         pl_module.train(was_training)
 
     def on_train_batch_end(

@@ -15,7 +15,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 FAILURE_FILE = "failure.json"
-COLUMNS = ["job", "overrides", "status", "val_acc_best", "test_acc", "epochs", "wall_s", "error"]
+COLUMNS = [
+    "job",
+    "overrides",
+    "status",
+    "val_acc_best",
+    "test_acc",
+    "epochs",
+    "wall_s",
+    "doctor",
+    "error",
+]
 
 
 def in_multirun() -> bool:
@@ -62,6 +72,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 test_acc=metrics.get("test/acc"),
                 epochs=metrics.get("epochs_trained"),
                 wall_s=metrics.get("wall_s"),
+                # The training doctor's diagnoses, by name: which jobs trained badly, and how.
+                doctor=" ".join(f["check"] for f in metrics.get("doctor", [])),
             )
         elif (job / FAILURE_FILE).exists():
             row.update(status="failed", error=json.loads((job / FAILURE_FILE).read_text())["error"])
@@ -108,8 +120,8 @@ def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
         "",
         "![metric per swept parameter](summary.png)",
         "",
-        "| job | overrides | status | best val acc | test acc | epochs | wall s | error |",
-        "|---:|---|---|---:|---:|---:|---:|---|",
+        "| job | overrides | status | best val acc | test acc | epochs | wall s | doctor | error |",
+        "|---:|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         cells = [
@@ -120,6 +132,7 @@ def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
             _fmt(r.get("test_acc"), True),
             _fmt(r.get("epochs")),
             _fmt(r.get("wall_s")),
+            _fmt(r.get("doctor")),
             _fmt(r.get("error")),
         ]
         lines.append("| " + " | ".join(cells) + " |")

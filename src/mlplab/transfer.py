@@ -29,7 +29,13 @@ def checkpoint_file(checkpoint: str | Path) -> Path:
 def pretrained_architecture(checkpoint: str | Path) -> dict[str, Any]:
     """``hidden_sizes``, ``activation`` and ``init`` of the MLP saved in ``checkpoint``."""
     path = checkpoint_file(checkpoint)
-    model = run_config(load_checkpoint(path), path).model
+    return _architecture(run_config(load_checkpoint(path), path).model)
+
+
+def _architecture(model: Any) -> dict[str, Any]:
+    """The architecture in a run's model config; a transfer run's is its own source's."""
+    if "checkpoint" in model and "hidden_sizes" not in model:
+        return pretrained_architecture(model.checkpoint)
     return {key: model[key] for key in ARCHITECTURE_KEYS}
 
 
@@ -60,7 +66,7 @@ def pretrained_mlp(
     path = checkpoint_file(checkpoint)
     state = load_checkpoint(path)
     source_model = run_config(state, path).model
-    architecture = {key: source_model[key] for key in ARCHITECTURE_KEYS}
+    architecture = _architecture(source_model)
     weights = {
         name.removeprefix("net."): tensor
         for name, tensor in state["state_dict"].items()
