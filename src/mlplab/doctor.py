@@ -252,8 +252,9 @@ def _overfitting(
             f"the validation loss rose {rise:.0%} from its minimum {best['val/loss']:.4f} at "
             f"epoch {int(best['epoch'])} to {last['val/loss']:.4f} at epoch {int(last['epoch'])}"
             f" while the training loss fell from {best['train/loss']:.4f} to "
-            f"{last['train/loss']:.4f}; train-val accuracy gap {100 * gap_last:.1f} points "
-            f"(train {last['train/acc']:.2%}, val {last['val/acc']:.2%}); {keeps}",
+            f"{last['train/loss']:.4f}; the train-val accuracy gap is {100 * gap_last:.1f} "
+            f"points (train {last['train/acc']:.2%}, val {last['val/acc']:.2%}; "
+            f"{100 * gap_best:.1f} at epoch {int(best['epoch'])}); {keeps}",
             "a model with more capacity than the training data supports; too little "
             "regularization; training too long",
             "keep early stopping on (callbacks.early_stopping.patience=5); add dropout "
