@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MLPLAB_TEST_DATA ?= $(wildcard ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep test test-all bench lint format clean
+.PHONY: help install train sweep demos test test-all bench lint format clean
 
 help:  ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,10 @@ train: $(STAMP)  ## train on the bundled offline digits (ARGS="key=value ..." fo
 
 sweep: $(STAMP)  ## Optuna (TPE) search of lr, optimizer, dropout, weight decay, widths (ARGS=...)
 	$(PY) train.py -m hparams_search=optuna $(ARGS)
+
+DEMOS := lr_too_high,lr_too_low,shuffled_labels,deep_sigmoid,overfit_small_data
+demos: $(STAMP)  ## the training doctor's five failure demos as one sweep (see summary.md)
+	$(PY) train.py -m experiment=$(DEMOS) logger=csv $(ARGS)
 
 test: $(STAMP)  ## fast tests (no slow end-to-end runs)
 	$(PY) -m pytest -m "not slow" $(ARGS)
