@@ -93,6 +93,12 @@ class RunStateInCheckpoint(L.Callback):
             self.interrupted_checkpoint = path
 
 
+def checkpoint_file(path: str | Path, in_run_dir: str) -> Path:
+    """``path`` itself, or the checkpoint ``in_run_dir`` (e.g. ``last.ckpt``) of a run dir."""
+    path = Path(path).expanduser()
+    return path / "checkpoints" / in_run_dir if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file with ``weights_only=True`` (no code runs); clear errors otherwise."""
     path = Path(path)
@@ -150,8 +156,8 @@ def resume_config(cfg: DictConfig) -> DictConfig:
                 "ckpt_path=last: no outputs/**/checkpoints/last.ckpt to resume from"
             )
         path = candidates[-1].resolve()
-    elif path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+    else:
+        path = checkpoint_file(path, "last.ckpt")
     checkpoint = load_checkpoint(path)
     resumed = run_config(checkpoint, path)
     resumed.ckpt_path = str(path)

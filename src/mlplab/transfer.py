@@ -13,22 +13,16 @@ from typing import Any
 
 from torch import nn
 
-from mlplab.checkpoints import load_checkpoint, run_config
+from mlplab.checkpoints import checkpoint_file, load_checkpoint, run_config
 from mlplab.errors import CheckpointError, ConfigError
 from mlplab.model import MLP
 
 ARCHITECTURE_KEYS = ("hidden_sizes", "activation", "init")
 
 
-def checkpoint_file(checkpoint: str | Path) -> Path:
-    """A checkpoint file as given, or the best checkpoint of a run dir."""
-    path = Path(checkpoint).expanduser()
-    return path / "checkpoints" / "best.ckpt" if path.is_dir() else path
-
-
 def pretrained_architecture(checkpoint: str | Path) -> dict[str, Any]:
     """``hidden_sizes``, ``activation`` and ``init`` of the MLP saved in ``checkpoint``."""
-    path = checkpoint_file(checkpoint)
+    path = checkpoint_file(checkpoint, "best.ckpt")
     return _architecture(run_config(load_checkpoint(path), path).model)
 
 
@@ -63,7 +57,7 @@ def pretrained_mlp(
             "model.checkpoint is not set: train on MNIST first (python train.py "
             "experiment=lesson data.data_dir=...) and pass model.checkpoint=<its run dir>"
         )
-    path = checkpoint_file(checkpoint)
+    path = checkpoint_file(checkpoint, "best.ckpt")
     state = load_checkpoint(path)
     source_model = run_config(state, path).model
     architecture = _architecture(source_model)
