@@ -59,7 +59,7 @@ MISSING_HINTS = {
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first bad value, naming key, value and what is allowed."""
-    for key in _missing_keys(cfg):
+    for key in sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")):
         hint = MISSING_HINTS.get(key, "set it on the command line: " + key + "=...")
         raise ConfigError(f"{key} is required: {hint}")
     for key, ok, allowed in RULES:
@@ -81,18 +81,3 @@ def validate_config(cfg: DictConfig) -> None:
             "callbacks.lr_monitor needs a logger: choose logger=csv (or wandb), "
             "or drop it with callbacks.lr_monitor=null"
         )
-
-
-def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
-    """Dotted keys whose value is the mandatory-value marker ``???``, outside ``hydra``."""
-    missing = []
-    for key in cfg:
-        if key == "hydra" and not prefix:
-            continue
-        if OmegaConf.is_missing(cfg, key):
-            missing.append(f"{prefix}{key}")
-            continue
-        node = cfg._get_node(key)
-        if isinstance(node, DictConfig):
-            missing += _missing_keys(node, f"{prefix}{key}.")
-    return missing
