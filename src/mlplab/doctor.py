@@ -205,9 +205,10 @@ def _chance(
     t: Thresholds,
 ) -> list[Finding]:
     accs = [r["val/acc"] for r in history if "val/acc" in r]
-    floor = max(a for a in (chance, baseline) if a is not None) if (chance or baseline) else None
-    if not accs or floor is None:
+    known = [a for a in (chance, baseline) if a is not None]
+    if not accs or not known:
         return []
+    floor = max(known)
     best = max(accs)
     if best > floor + t.chance_margin:
         return []

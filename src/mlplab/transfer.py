@@ -52,7 +52,7 @@ def pretrained_mlp(
         dropout: dropout after each hidden layer, as for :class:`~mlplab.model.MLP`.
         compile: ``torch.compile`` the forward pass, as for :class:`~mlplab.model.MLP`.
     """
-    if checkpoint in (None, "", "???"):
+    if not checkpoint:  # a `???` in the config is caught earlier, by validate_config
         raise ConfigError(
             "model.checkpoint is not set: train on MNIST first (python train.py "
             "experiment=lesson data.data_dir=...) and pass model.checkpoint=<its run dir>"
