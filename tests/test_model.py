@@ -1,10 +1,15 @@
+import functools
 import math
 
+import lightning as L
 import pytest
 import torch
+from conftest import bare_trainer
+from torch.utils.data import DataLoader, TensorDataset
 
 from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
 from mlplab.model import MLP
+from mlplab.module import Classifier
 
 
 def test_mlp_shapes_follow_constructor_arguments():
@@ -50,3 +55,39 @@ def test_probability_losses_are_zero_for_perfect_and_positive_for_wrong_predicti
         assert loss(perfect, y).item() < 1e-6
         # MSE: (1 + 1) / 3 per sample; MAE: (1 + 1) / 3 per sample.
         assert loss(wrong, y).item() == pytest.approx(2 / 3, rel=1e-4)
+
+
+def test_classifier_tracks_lightnings_current_hook_like_any_module(tmp_path):
+    # Classifier stores `_current_fx_name` without nn.Module.__setattr__ (a per-step speed-up):
+    # hooks must still see their own name, and self.log must still find the running hook.
+    class LogsEveryStep(Classifier):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("step_loss", loss, on_step=True, on_epoch=False)
+            return loss
+
+    class SeenHooks(L.Callback):
+        def __init__(self) -> None:
+            self.names: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.names.append(pl_module._current_fx_name)
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.names.append(pl_module._current_fx_name)
+
+    torch.manual_seed(0)
+    module = LogsEveryStep(
+        MLP(4, 3, hidden_sizes=[5]),
+        CrossEntropy(),
+        functools.partial(torch.optim.SGD, lr=0.1),
+    )
+    seen = SeenHooks()
+    data = TensorDataset(torch.randn(8, 4), torch.arange(8) % 3)
+    trainer = bare_trainer(tmp_path, [seen], limit_train_batches=2)
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    assert seen.names == ["on_train_batch_start", "on_before_optimizer_step"] * 2
+    assert "step_loss" in trainer.callback_metrics
+    assert module._current_fx_name is None  # restored after the run
+    module.extra = torch.nn.Linear(2, 2)  # any other attribute still goes through nn.Module
+    assert "extra.weight" in dict(module.named_parameters())
