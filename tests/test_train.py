@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config
@@ -14,7 +15,7 @@ from wandb_records import summary_and_config
 from mlplab.checkpoints import load_run_config
 from mlplab.errors import DivergenceError
 from mlplab.evaluate import evaluate
-from mlplab.report import confusion_matrix
+from mlplab.report import confusion_matrix, tile_images
 from mlplab.train import train
 
 QUIET = [
@@ -209,6 +210,16 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     preds = torch.tensor([0, 1, 1, 2, 2, 0])
     matrix = confusion_matrix(labels, preds, 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_misclassified_tiles_sit_in_their_cells_under_a_caption_strip():
+    images = np.arange(1, 8, dtype=np.float32)[:, None, None] * np.ones((7, 2, 3), np.float32)
+    grid = tile_images(images, cols=3, gap=1, caption=2, fill=0.0)
+    assert grid.shape == (3 * (2 + 2 + 1) - 1, 3 * (3 + 1) - 1)
+    for k in range(7):
+        top, left = (k // 3) * 5 + 2, (k % 3) * 4
+        assert (grid[top : top + 2, left : left + 3] == k + 1).all()
+    assert (grid != 0).sum() == 7 * 2 * 3  # the rest (captions, gaps, empty cells) is fill
 
 
 def test_wandb_run_holds_summary_images_and_nested_config(tmp_path):
