@@ -7,6 +7,9 @@ one process, one after the other:
   (a) plain    a hand-written PyTorch loop over tensor slices
   (b) mlplab   mlplab.train.train(cfg) on `experiment=lesson`, the code path of train.py,
                with its default loggers (W&B offline + CSV) and callbacks
+  (l) lightning-bare  Lightning's own floor: a minimal LightningModule (training_step and
+               validation_step only) on mlplab's tensor batches, no callbacks, loggers or bar;
+               what is left between it and (a) is Lightning's per-step machinery
   (c) classic  a common Lightning setup: TensorDataset + DataLoader(shuffle=True), self.log on
                every step (on_step and on_epoch, shown in the progress bar), progress bar
                refreshed every step, CSV logger
@@ -116,6 +119,62 @@ def run_mlplab(args: argparse.Namespace, output_dir: Path) -> tuple[list[float],
     return [row["epoch_s"] for row in metrics["history"]], metrics["history"][-1]["val/acc"]
 
 
+def run_bare(args: argparse.Namespace, datamodule, output_dir: Path) -> tuple[list[float], float]:
+    """(l) The least Lightning can do per step: the floor under any Lightning template."""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+
+    from mlplab.callbacks import EpochHistory
+    from mlplab.data.loader import PermutationSampler, TensorBatchLoader
+    from mlplab.model import MLP
+
+    class BareModule(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = MLP(784, 10, hidden_sizes=[256, 128], dropout=0.3, init="he")
+            self.correct = 0
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.correct += (self.net(x).argmax(1) == y).sum()
+
+        def on_validation_epoch_end(self):
+            self.log("val/acc", float(self.correct) / len(y_val))  # one host sync per epoch
+            self.correct = 0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01, weight_decay=1e-4)
+
+    L.seed_everything(args.seed, verbose=False)
+    model = BareModule()
+    (x_train, y_train), (x_val, y_val) = (datamodule.splits[s] for s in ("train", "val"))
+    sampler = PermutationSampler(len(y_train), shuffle=True, seed=args.seed)
+    train_loader = TensorBatchLoader(x_train, y_train, 128, sampler)
+    val_loader = TensorBatchLoader(
+        x_val, y_val, 1000, PermutationSampler(len(y_val), shuffle=False)
+    )
+    history = EpochHistory()
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=False,
+        callbacks=[history],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=output_dir,
+    )
+    trainer.fit(model, train_loader, val_loader)
+    return [row["epoch_s"] for row in history.epochs], history.epochs[-1]["val/acc"]
+
+
 def run_classic(
     args: argparse.Namespace, datamodule, output_dir: Path
 ) -> tuple[list[float], float]:
@@ -198,6 +257,7 @@ def main() -> None:
     setups = {
         "plain": lambda tmp: run_plain(args, datamodule),
         "mlplab": lambda tmp: run_mlplab(args, tmp / "mlplab"),
+        "lightning-bare": lambda tmp: run_bare(args, datamodule, tmp / "bare"),
         "classic": lambda tmp: run_classic(args, datamodule, tmp / "classic"),
     }
     times: dict[str, list[list[float]]] = {name: [] for name in setups}
@@ -216,11 +276,17 @@ def main() -> None:
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.accelerator}, "
         f"{args.epochs} epochs x {args.rounds} rounds, seed {args.seed}"
     )
-    print(f"{'setup':<10}{'s/epoch':>10}{'final val acc':>16}   epochs of each round (s)")
+    print(f"{'setup':<16}{'s/epoch':>10}{'final val acc':>16}   epochs of each round (s)")
     for name, rounds in times.items():
         epochs = " | ".join(" ".join(f"{t:.2f}" for t in rnd) for rnd in rounds)
-        print(f"{name:<10}{per_epoch[name]:>10.3f}{100 * val_acc[name]:>15.2f}%   {epochs}")
+        print(f"{name:<16}{per_epoch[name]:>10.3f}{100 * val_acc[name]:>15.2f}%   {epochs}")
     print(f"mlplab / plain   = {per_epoch['mlplab'] / per_epoch['plain']:.2f}x (target <= 1.10)")
+    bare = per_epoch["lightning-bare"]
+    print(
+        f"lightning-bare / plain = {bare / per_epoch['plain']:.2f}x "
+        f"(Lightning's own per-step floor; mlplab / lightning-bare = "
+        f"{per_epoch['mlplab'] / bare:.2f}x)"
+    )
     print(f"classic / mlplab = {per_epoch['classic'] / per_epoch['mlplab']:.2f}x (target >= 1.40)")
 
     print(
