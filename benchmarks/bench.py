@@ -70,19 +70,23 @@ def lesson_config(args: argparse.Namespace, output_dir: Path, *overrides: str):
         )
 
 
+def lesson_net():
+    """The lesson's network, as every setup builds it: 784-256-128-10, ReLU, He, dropout 0.3."""
+    from mlplab.model import MLP
+
+    return MLP(784, 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he")
+
+
 def run_plain(args: argparse.Namespace, datamodule) -> tuple[list[float], float]:
     """(a) A plain PyTorch loop: the same model, data order and updates as mlplab."""
     import torch
     import torch.nn.functional as F
 
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
-    from mlplab.model import MLP
 
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     torch.manual_seed(args.seed)
-    net = MLP(784, 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he").to(
-        device
-    )
+    net = lesson_net().to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, weight_decay=1e-4)
     (x_train, y_train), (x_val, y_val) = (
         tuple(t.to(device) for t in datamodule.splits[s]) for s in ("train", "val")
@@ -127,12 +131,11 @@ def run_bare(args: argparse.Namespace, datamodule, output_dir: Path) -> tuple[li
 
     from mlplab.callbacks import EpochHistory
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
-    from mlplab.model import MLP
 
     class BareModule(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = MLP(784, 10, hidden_sizes=[256, 128], dropout=0.3, init="he")
+            self.net = lesson_net()
             self.correct = 0
 
         def training_step(self, batch, batch_idx):
@@ -187,12 +190,11 @@ def run_classic(
     from torch.utils.data import DataLoader, TensorDataset
 
     from mlplab.callbacks import EpochHistory
-    from mlplab.model import MLP
 
     class ClassicModule(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = MLP(784, 10, hidden_sizes=[256, 128], dropout=0.3, init="he")
+            self.net = lesson_net()
 
         def training_step(self, batch, batch_idx):
             x, y = batch
