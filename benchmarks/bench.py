@@ -14,12 +14,13 @@ one process, one after the other:
                every step (on_step and on_epoch, shown in the progress bar), progress bar
                refreshed every step, CSV logger
 
-Seconds per epoch are the median over the epochs after the first. An epoch is all of it:
-training, validation, and for the Lightning setups the epoch-end hooks, logging and
-checkpointing too (timed from one epoch's start to the next). Then whole processes are timed:
-`python train.py --help`, and with --full-run a complete 30-epoch lesson run.
+Seconds per epoch: per round, the median of the epochs after the first; then the median over
+rounds. Ratios are taken within each round, and their median is printed beside each round's.
+An epoch is all of it: training, validation, and for the Lightning setups the epoch-end hooks,
+logging and checkpointing too (timed from one epoch's start to the next). Then whole processes
+are timed: `python train.py --help`, and with --full-run a complete 30-epoch lesson run.
 
-    python benchmarks/bench.py --data-dir path/to/mnist [--epochs 5] [--rounds 2] [--full-run]
+    python benchmarks/bench.py --data-dir path/to/mnist [--epochs 4] [--rounds 4] [--full-run]
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per setup (default: 5)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default: 2)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per setup (default: 4)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default: 4)")
     parser.add_argument("--seed", type=int, default=42, help="seed for all setups (default: 42)")
     parser.add_argument(
         "--full-run",
@@ -290,8 +291,10 @@ def main() -> None:
         name="mnist", data_dir=args.data_dir, download=False, train_size=50000, val_size=10000
     )
     datamodule.setup("fit")
-    # Rounds interleave the setups (a b c a b c ...) so that drifting load on a shared
-    # machine hits all three alike; the median pools every round's epochs after the first.
+    # Rounds interleave the setups, every other round in reverse order (a b l c, c l b a, ...),
+    # so that drifting load on a shared machine hits all of them alike. The ratios are taken
+    # within each round and their median is reported: a slow minute then cancels out instead
+    # of landing on whichever setup happened to run in it.
     setups = {
         "plain": lambda tmp: run_plain(args, datamodule),
         "mlplab": lambda tmp: run_mlplab(args, tmp / "mlplab"),
@@ -300,16 +303,18 @@ def main() -> None:
     }
     times: dict[str, list[list[float]]] = {name: [] for name in setups}
     val_acc: dict[str, float] = {}
-    for _ in range(args.rounds):
-        for name, run in setups.items():
+    for round_index in range(args.rounds):
+        order = list(setups) if round_index % 2 == 0 else list(reversed(setups))
+        for name in order:
             with tempfile.TemporaryDirectory() as tmp:
-                epoch_times, val_acc[name] = run(Path(tmp))
+                epoch_times, val_acc[name] = setups[name](Path(tmp))
             times[name].append(epoch_times)
 
-    per_epoch = {
-        name: statistics.median(t for rnd in rounds for t in rnd[1:])
-        for name, rounds in times.items()
+    # Per round, the median epoch after the first (the first pays for warm-up).
+    per_round = {
+        name: [statistics.median(rnd[1:]) for rnd in rounds] for name, rounds in times.items()
     }
+    per_epoch = {name: statistics.median(values) for name, values in per_round.items()}
     print(
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.accelerator}, "
         f"{args.epochs} epochs x {args.rounds} rounds, seed {args.seed}"
@@ -318,14 +323,19 @@ def main() -> None:
     for name, rounds in times.items():
         epochs = " | ".join(" ".join(f"{t:.2f}" for t in rnd) for rnd in rounds)
         print(f"{name:<16}{per_epoch[name]:>10.3f}{100 * val_acc[name]:>15.2f}%   {epochs}")
-    print(f"mlplab / plain   = {per_epoch['mlplab'] / per_epoch['plain']:.2f}x (target <= 1.10)")
-    bare = per_epoch["lightning-bare"]
-    print(
-        f"lightning-bare / plain = {bare / per_epoch['plain']:.2f}x "
-        f"(Lightning's own per-step floor; mlplab / lightning-bare = "
-        f"{per_epoch['mlplab'] / bare:.2f}x)"
-    )
-    print(f"classic / mlplab = {per_epoch['classic'] / per_epoch['mlplab']:.2f}x (target >= 1.40)")
+
+    def ratio(numerator: str, denominator: str, note: str) -> None:
+        each = [n / d for n, d in zip(per_round[numerator], per_round[denominator], strict=True)]
+        print(
+            f"{numerator} / {denominator} = {statistics.median(each):.2f}x  "
+            f"(rounds: {' '.join(f'{r:.2f}' for r in each)}){note}"
+        )
+
+    print("ratios: median of the per-round ratios")
+    ratio("mlplab", "plain", "  target <= 1.10")
+    ratio("lightning-bare", "plain", "  Lightning's own floor")
+    ratio("mlplab", "lightning-bare", "  what mlplab adds to it")
+    ratio("classic", "mlplab", "  target >= 1.40")
 
     print(
         f"\nprocess: python train.py --help  {time_process('train.py', '--help', repeat=3):.2f} s"
