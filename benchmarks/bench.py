@@ -51,7 +51,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--accelerator", default="cpu", help="cpu or gpu, for all setups (default: cpu)"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.epochs < 2 or args.rounds < 1:
+        parser.error("--epochs must be at least 2 (the first is warm-up) and --rounds at least 1")
+    return args
 
 
 _CLOCKS: list = []  # each epoch_clock() callback, so the bench can read it after fit

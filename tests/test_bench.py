@@ -1,0 +1,64 @@
+"""The benchmark script runs end to end and its setups really compute the same thing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, real_data_dir
+
+
+@pytest.mark.slow
+def test_bench_times_the_same_training_in_four_setups():
+    mnist = real_data_dir("mnist")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench.py",
+            "--data-dir",
+            str(mnist),
+            "--epochs",
+            "2",
+            "--rounds",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = dict(
+        re.findall(r"^(plain|mlplab|lightning-bare|classic) .*?([\d.]+)%", result.stdout, re.M)
+    )
+    assert set(rows) == {"plain", "mlplab", "lightning-bare", "classic"}
+    # Same seed, data order and updates: the plain loop, mlplab and bare Lightning agree exactly.
+    assert rows["plain"] == rows["mlplab"] == rows["lightning-bare"]
+    assert float(rows["plain"]) > 80.0
+    # Each ratio is reported with one value per round.
+    for ratio in (
+        "mlplab / plain",
+        "lightning-bare / plain",
+        "mlplab / lightning-bare",
+        "classic / mlplab",
+    ):
+        line = next(line for line in result.stdout.splitlines() if line.startswith(ratio))
+        per_round = re.search(r"\(rounds: ([\d. ]+)\)", line).group(1).split()
+        assert len(per_round) == 2 and all(float(r) > 0 for r in per_round)
+    assert re.search(r"python train\.py --help\s+[\d.]+ s", result.stdout)
+
+
+def test_bench_rejects_a_single_epoch():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--data-dir", ".", "--epochs", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--epochs must be at least 2" in result.stderr
