@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
             pos += _BLOCK - pos % _BLOCK
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        if pos + _HEADER + length > len(data):  # a record still being written
+            break
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind == _FULL:
@@ -45,11 +48,26 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return parsed
 
 
+def finished_records(path: Path, timeout_s: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a finished run, once its exit record has reached the file.
+
+    ``run.finish()`` returns once W&B's service has the exit record, but the service writes the
+    file on its own thread and closes it later, so a reader in the same process can be early.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout_s:.0f} s"
+        time.sleep(0.1)
+
+
 def summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The final summary and the config (key -> decoded value) that the run recorded."""
+    """The final summary and the config (key -> decoded value) that the finished run recorded."""
     summary: dict[str, Any] = {}
     config: dict[str, Any] = {}
-    for record in read_records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "summary":
             for item in record.summary.update:
