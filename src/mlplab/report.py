@@ -130,7 +130,7 @@ def plot_misclassified(
     h, w = image_shape[-2:]
     picked = images[wrong].reshape(len(wrong), h, w).float().cpu().numpy()
     grid = tile_images(picked, cols, gap, caption, fill=float(images.min()))
-    rows = max(1, -(-len(wrong) // cols))  # as in tile_images
+    rows = (grid.shape[0] + gap) // (caption + h + gap)
     fig, ax = plt.subplots(figsize=(1.6 * cols, 1.8 * rows + 0.4))
     ax.imshow(grid, cmap="gray_r", interpolation="nearest")
     ax.axis("off")
