@@ -94,6 +94,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def build(cfg: DictConfig):
+    """The data module (loaded) and the LightningModule for it, as ``train(cfg)`` builds them."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = instantiate(
+        cfg.module, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+    )
+    return datamodule, module
+
+
 def bare_trainer(tmp_path: Path, callbacks: list, **kwargs):
     """A real Lightning Trainer with nothing extra: no loggers, checkpoints or progress bar."""
     import lightning as L

@@ -14,12 +14,15 @@ from mlplab.data import TensorDataModule
 from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each, instantiate_optional
 from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
+from mlplab.metrics import build_metrics
 from mlplab.model import MLP
 
 EXPECTED_OPTIONS = {
     "data": ["fashion_mnist", "mnist", "mnist_5k"],
     "augment": ["none", "shift"],
+    "module": ["classifier"],
     "model": ["mlp", "pretrained"],
+    "metrics": ["accuracy", "classification_all", "regression"],
     "loss": ["cross_entropy", "mae", "mse"],
     "optimizer": ["adagrad", "adam", "adamw", "momentum", "sgd"],
     "regularization": ["dropout", "l1", "l2", "lesson", "none"],
@@ -68,9 +71,9 @@ def test_loss_options(option, expected, tmp_path):
 @pytest.mark.parametrize("init", ["he", "xavier", "default"])
 def test_model_options(activation, init, tmp_path):
     cfg = compose_config([f"model.activation={activation}", f"model.init={init}"], tmp_path)
-    net = instantiate(cfg.model, in_features=784, num_classes=10)
+    net = instantiate(cfg.model, input_shape=(1, 28, 28), num_outputs=10)
     assert isinstance(net, MLP)
-    assert net(torch.zeros(2, 784)).shape == (2, 10)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("option", EXPECTED_OPTIONS["optimizer"])
@@ -111,7 +114,7 @@ def test_regularization_reaches_optimizer_loss_and_model(option, values, tmp_pat
     weight_decay, l1, dropout = values
     assert cfg.optimizer.weight_decay == pytest.approx(weight_decay)
     assert cfg.regularization.l1 == pytest.approx(l1)
-    net = instantiate(cfg.model, in_features=4, num_classes=2)
+    net = instantiate(cfg.model, input_shape=(4,), num_outputs=2)
     dropouts = [m.p for m in net.layers if isinstance(m, torch.nn.Dropout)]
     assert dropouts == ([dropout] * 2 if dropout else [])
 
@@ -124,11 +127,14 @@ def test_callback_options(option, tmp_path):
     names = sorted(type(c).__name__ for c in callbacks)
     if option == "default":
         assert names == [
+            "CompareFromScratch",
             "EarlyStopping",
             "LearningRateMonitor",
             "ModelCheckpoint",
+            "RunReport",
             "TQDMProgressBar",
             "TrainingDoctor",
+            "WandbSummary",
         ]
         early = next(c for c in callbacks if type(c).__name__ == "EarlyStopping")
         assert early.patience == 5 and early.monitor == "val/loss"
@@ -161,6 +167,28 @@ def test_trainer_options(option, tmp_path):
     trainer = instantiate(cfg.trainer, logger=False)
     assert isinstance(trainer, L.Trainer)
     assert trainer.max_epochs == 30
+
+
+@pytest.mark.parametrize("option", EXPECTED_OPTIONS["metrics"])
+def test_metrics_options_measure_real_outputs(option, tmp_path):
+    cfg = compose_config([f"metrics={option}"], tmp_path)
+    metrics = build_metrics(OmegaConf.to_container(cfg.metrics), num_outputs=3)
+    if option == "regression":
+        preds, target = torch.tensor([1.0, 2.0, 3.0, 5.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])
+        values = metrics(preds, target)
+        assert set(values) == {"mae", "rmse", "r2"}
+        assert float(values["mae"]) == pytest.approx(0.25)
+        assert float(values["rmse"]) == pytest.approx(0.5)
+        assert float(values["r2"]) == pytest.approx(1 - 1 / 5)  # 1 - SS_res / SS_tot
+        return
+    logits = torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 3.0, 0], [0, 0, 3.0]])
+    target = torch.tensor([0, 1, 0, 2])  # 3 of 4 right
+    values = metrics(logits, target)
+    assert float(values["acc"]) == pytest.approx(0.75)
+    if option == "classification_all":
+        assert set(values) == {"acc", "f1", "auroc", "error"}
+        assert float(values["error"]) == pytest.approx(0.25)
+        assert 0.5 < float(values["auroc"]) <= 1.0 and 0.5 < float(values["f1"]) < 1.0
 
 
 @pytest.mark.parametrize("option", ["gpu", "ddp"])
@@ -225,7 +253,6 @@ def test_default_seed_is_fixed_and_resolved_config_is_plain_data(tmp_path):
         ),
         ("optimizer.lr=0", "optimizer.lr=0 is not allowed: must be a number > 0"),
         ("data.batch_size=0", "data.batch_size=0 is not allowed: must be an integer >= 1"),
-        ("model.hidden_sizes=[256,0]", "model.hidden_sizes=[256, 0] is not allowed"),
         (
             "callbacks.early_stopping.patience=-1",
             "callbacks.early_stopping.patience=-1 is not allowed",

@@ -9,13 +9,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import bare_trainer, compose_config, real_data_dir
+from conftest import bare_trainer, build, compose_config, real_data_dir
 
 from mlplab.data import BundledMnistDataModule, IdxDataModule, RandomShift
 from mlplab.data.idx import read_idx
 from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 from mlplab.errors import ConfigError, DataError
-from mlplab.train import build
 
 
 def test_idx_reader_on_real_mnist():
@@ -68,7 +67,7 @@ def test_mnist_datamodule_splits_the_official_training_set_and_keeps_the_officia
     )
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 50000, "val": 10000, "test": 10000}
-    assert (dm.num_features, dm.num_classes) == (784, 10)
+    assert (dm.input_shape, dm.num_outputs) == ((1, 28, 28), 10)
     x_train, _ = dm.splits["train"]
     _, y_test = dm.splits["test"]
     assert float(x_train.min()) >= 0.0 and float(x_train.max()) <= 1.0
@@ -76,7 +75,7 @@ def test_mnist_datamodule_splits_the_official_training_set_and_keeps_the_officia
     official = read_idx(real_data_dir("mnist") / "t10k-labels-idx1-ubyte.gz")
     np.testing.assert_array_equal(y_test.numpy(), official)
     # Majority class of the 50k training split is '1' (about 11% of MNIST).
-    assert dm.baseline_accuracy()["test"] == pytest.approx(float((y_test == 1).float().mean()))
+    assert dm.baseline()["test"] == pytest.approx(float((y_test == 1).float().mean()))
 
 
 def test_bundled_digits_load_from_cache_in_under_a_second(tmp_path):
@@ -87,9 +86,9 @@ def test_bundled_digits_load_from_cache_in_under_a_second(tmp_path):
     dm.setup()
     assert time.perf_counter() - started < 1.0
     assert dm.split_sizes() == {"train": 3500, "val": 500, "test": 1000}
-    assert (dm.num_features, dm.num_classes) == (784, 10)
+    assert (dm.input_shape, dm.num_outputs) == ((1, 28, 28), 10)
     # Balanced data set: the majority-class baseline is near 10%.
-    assert 0.08 < dm.baseline_accuracy()["test"] < 0.15
+    assert 0.08 < dm.baseline()["test"] < 0.15
 
 
 def test_splits_are_disjoint_and_fixed_by_split_seed(tmp_path):
@@ -205,7 +204,7 @@ def test_augmentation_shifts_training_batches_only(tmp_path):
     first = PermutationSampler(len(x_train), True, cfg.seed).indices()[:32]
     moved = 0
     for original, seen in zip(x_train[first], recorder.train[0], strict=True):
-        original, seen = original.view(28, 28), seen.view(28, 28)
+        original, seen = original[0], seen[0]  # (1, 28, 28) -> the one channel
         shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
         assert any(torch.equal(seen, _shifted(original, dy, dx)) for dy, dx in shifts)
         moved += not torch.equal(seen, original)

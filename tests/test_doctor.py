@@ -6,12 +6,12 @@ import json
 import math
 
 import pytest
-from conftest import bare_trainer, compose_config
+from conftest import bare_trainer, build, compose_config
 from wandb_records import summary_and_config
 
 from mlplab.callbacks import EpochHistory
 from mlplab.doctor import TrainingDoctor
-from mlplab.train import build, train
+from mlplab.train import train
 
 QUIET = [
     "callbacks.progress_bar=null",
@@ -76,7 +76,7 @@ def test_vanishing_gradients_report_the_per_layer_norms(tmp_path):
 
 
 def test_thresholds_are_config_values(tmp_path):
-    metrics = run(tmp_path, "experiment=overfit_small_data", "callbacks.doctor.overfit_rise=5.0")
+    metrics = run(tmp_path, "experiment=overfit_small_data", "+callbacks.doctor.overfit_rise=5.0")
     assert "overfitting" not in checks(metrics)
 
 

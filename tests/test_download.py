@@ -81,5 +81,5 @@ def test_existing_local_files_are_used_without_network(mirror, tmp_path):
         name="local", data_dir=str(root), md5=md5, mirrors=[], train_size=50, val_size=10
     )
     dm.setup("fit")
-    assert dm.num_classes == 10
+    assert dm.num_outputs == 10
     assert Path(root).exists()

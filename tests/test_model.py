@@ -7,13 +7,16 @@ import torch
 from conftest import bare_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
+from mlplab.errors import ConfigError
 from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
 from mlplab.model import MLP
 from mlplab.module import Classifier
 
 
 def test_mlp_shapes_follow_constructor_arguments():
-    net = MLP(in_features=20, num_classes=3, hidden_sizes=[8, 4], activation="tanh", dropout=0.5)
+    net = MLP(
+        input_shape=(4, 5), num_outputs=3, hidden_sizes=[8, 4], activation="tanh", dropout=0.5
+    )
     out = net(torch.randn(5, 4, 5))  # images are flattened inside
     assert out.shape == (5, 3)
     widths = [(m.in_features, m.out_features) for m in net.layers if isinstance(m, torch.nn.Linear)]
@@ -24,7 +27,7 @@ def test_mlp_shapes_follow_constructor_arguments():
 
 def test_he_init_scales_by_fan_in_and_zeroes_biases():
     torch.manual_seed(0)
-    net = MLP(784, 10, hidden_sizes=[256, 128], init="he")
+    net = MLP((1, 28, 28), 10, hidden_sizes=[256, 128], init="he")
     first = net.layers[0]
     assert first.weight.std().item() == pytest.approx(math.sqrt(2 / 784), rel=0.05)
     for m in net.layers:
@@ -35,16 +38,22 @@ def test_he_init_scales_by_fan_in_and_zeroes_biases():
 def test_initial_loss_is_near_ln_num_classes():
     # A sound init and [0, 1] inputs start near chance: loss ~ ln(10) = 2.30.
     torch.manual_seed(0)
-    net = MLP(784, 10, hidden_sizes=[256, 128], init="he")
+    net = MLP((784,), 10, hidden_sizes=[256, 128], init="he")
     x, y = torch.rand(2000, 784), torch.randint(0, 10, (2000,))
     loss = CrossEntropy()(net(x), y).item()
     assert abs(loss - math.log(10)) < 0.5
 
 
-@pytest.mark.parametrize("bad", [{"activation": "gelu"}, {"init": "orthogonal"}])
-def test_unknown_choices_are_refused_with_the_allowed_ones(bad):
-    with pytest.raises(ValueError, match="choose one of"):
-        MLP(4, 2, **bad)
+@pytest.mark.parametrize(
+    ("bad", "allowed"),
+    [
+        ({"activation": "gelu"}, "relu, sigmoid, tanh"),
+        ({"init": "orthogonal"}, "he, xavier, default"),
+    ],
+)
+def test_unknown_choices_are_refused_with_the_allowed_ones(bad, allowed):
+    with pytest.raises(ConfigError, match=f"is not allowed: must be one of {allowed}"):
+        MLP((4,), 2, **bad)
 
 
 def test_probability_losses_are_zero_for_perfect_and_positive_for_wrong_predictions():
@@ -58,7 +67,7 @@ def test_probability_losses_are_zero_for_perfect_and_positive_for_wrong_predicti
 
 
 def test_classifier_tracks_lightnings_current_hook_like_any_module(tmp_path):
-    # Classifier stores `_current_fx_name` without nn.Module.__setattr__ (a per-step speed-up):
+    # Classifier stores `_current_fx_name` without nn.Module.__setattr__ (mlplab.speedups):
     # hooks must still see their own name, and self.log must still find the running hook.
     class LogsEveryStep(Classifier):
         def training_step(self, batch, batch_idx):
@@ -78,7 +87,7 @@ def test_classifier_tracks_lightnings_current_hook_like_any_module(tmp_path):
 
     torch.manual_seed(0)
     module = LogsEveryStep(
-        MLP(4, 3, hidden_sizes=[5]),
+        MLP((4,), 3, hidden_sizes=[5]),
         CrossEntropy(),
         functools.partial(torch.optim.SGD, lr=0.1),
     )

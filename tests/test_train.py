@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import compose_config
 from matplotlib.image import imread
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from wandb_records import summary_and_config
 
 from mlplab.checkpoints import load_run_config
@@ -151,15 +151,10 @@ def test_l1_penalty_is_added_and_logged(tmp_path):
     assert history[0]["train/l1_penalty"] > 0
 
 
-@pytest.mark.parametrize(
-    "doctor, message",
-    [
-        ("on", r"loss became nan at step 3 of epoch 1; .* the run diverged; lower optimizer\.lr"),
-        # Without the doctor the module's own once-per-epoch check still stops the run.
-        ("off", r"training loss is nan in epoch 1: the run diverged; lower optimizer\.lr"),
-    ],
-)
-def test_diverging_run_stops_with_a_clear_error(doctor, message, tmp_path):
+@pytest.mark.parametrize("doctor", ["on", "off"])
+def test_diverging_run_stops_with_one_clear_error(doctor, tmp_path):
+    # One check (the module's), one message, with or without the doctor.
+    message = r"loss became nan at step 3 of epoch 1; .* the run diverged; lower optimizer\.lr"
     overrides = ["debug=smoke", "optimizer.lr=1e12"]
     cfg = compose_config(
         [*overrides, *(["callbacks.doctor=null"] if doctor == "off" else [])], tmp_path
@@ -198,7 +193,9 @@ def test_report_pictures_are_real_images_with_content(trained, name):
 def test_report_md_names_the_best_epoch_and_the_baseline_margin(trained):
     out, metrics = trained
     report = (out / "report.md").read_text()
-    assert f"best epoch {metrics['best_epoch']}" in report
+    assert metrics["tested_epoch"] == metrics["best_epoch"]  # the checkpoint of the best epoch
+    assert f"tested the weights of epoch {metrics['tested_epoch']}" in report
+    assert "- data: `mnist_5k` (train 3,500, val 500, test 1,000)" in report
     assert f"beats it by **{metrics['margin_points']:.2f} points**" in report
     for picture in ("curves.png", "confusion_matrix.png", "misclassified.png"):
         assert f"]({picture})" in report
@@ -251,14 +248,33 @@ def test_a_run_that_raises_still_finishes_its_wandb_run(tmp_path):
     assert summary["_exit_code"] == 1
 
 
-def test_secrets_never_reach_checkpoints_logs_or_reports(tmp_path):
-    secret = "sk-very-secret-123"
-    cfg = fast_config(tmp_path, "trainer.max_epochs=1", f"+paths.api_key={secret}")
-    metrics = train(cfg)
-    assert load_run_config(metrics["best_checkpoint"]).paths.api_key == "***"
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and path.suffix in {".json", ".md", ".yaml", ".csv", ".ckpt"}:
-            assert secret.encode() not in path.read_bytes(), path
+def test_secrets_are_redacted_by_whole_key_name_in_every_file(tmp_path, monkeypatch):
+    secret, from_env = "sk-very-secret-123", "env-secret-456"
+    monkeypatch.setenv("MLPLAB_TEST_TOKEN", from_env)
+    notes = {
+        "api_key": secret,
+        "wandb_token": secret,
+        "hf_token": "${oc.env:MLPLAB_TEST_TOKEN}",  # where a secret should come from
+        "num_keypoints": 17,
+        "max_tokens": 512,
+        "monkey_images": "zoo",
+    }
+    overrides = [f"+notes.{k}={v}" for k, v in notes.items()]
+    metrics = train(fast_config(tmp_path, "trainer.max_epochs=1", "logger=wandb", *overrides))
+    stored = load_run_config(metrics["best_checkpoint"]).notes
+    assert (stored.num_keypoints, stored.max_tokens, stored.monkey_images) == (17, 512, "zoo")
+    assert stored.api_key == stored.wandb_token == "***"
+    # Stored as the interpolation, so a resumed run reads the environment again.
+    assert OmegaConf.to_container(stored)["hf_token"] == "${oc.env:MLPLAB_TEST_TOKEN}"
+    assert stored.hf_token == from_env
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in files) and any(p.suffix == ".wandb" for p in files)
+    for path in files:
+        content = path.read_bytes()
+        assert secret.encode() not in content and from_env.encode() not in content, path
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    _, config = summary_and_config(log)
+    assert config["notes"]["max_tokens"] == 512 and config["notes"]["api_key"] == "***"
 
 
 def test_resuming_continues_the_same_wandb_run(tmp_path):
@@ -268,7 +284,10 @@ def test_resuming_continues_the_same_wandb_run(tmp_path):
     assert resumed["test/acc"] == pytest.approx(first["test/acc"])
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # the original and the resumed session...
-    assert len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1  # ...of one W&B run id
+    # ...of one W&B run id, read from each session's own log file (run-<id>.wandb): the folder
+    # name gets a suffix when both sessions start in the same second.
+    ids = {log.stem.removeprefix("run-") for run in runs for log in run.glob("run-*.wandb")}
+    assert len(ids) == 1
 
 
 def test_ckpt_path_last_resumes_the_newest_run(tmp_path, monkeypatch):
@@ -279,3 +298,38 @@ def test_ckpt_path_last_resumes_the_newest_run(tmp_path, monkeypatch):
     assert resumed["best_checkpoint"].startswith(str(tmp_path / "outputs" / "b"))
     assert resumed["test/loss"] == pytest.approx(newer["test/loss"])
     assert resumed["test/loss"] != pytest.approx(older["test/loss"])
+
+
+def test_early_stopping_facts_are_right_in_every_output(tmp_path, capsys):
+    cfg = fast_config(
+        tmp_path,
+        "logger=wandb",
+        "optimizer=adam",
+        "optimizer.lr=0.003",
+        "callbacks.early_stopping.patience=1",
+        "trainer.max_epochs=30",
+    )
+    metrics = train(cfg)
+    history = metrics["history"]
+    # Stopped before the budget, after `patience` epochs without a better val loss.
+    assert metrics["stopped_early"] is True
+    assert metrics["stopped_epoch"] == metrics["epochs_trained"] == len(history) < 30
+    best = min(history, key=lambda r: r["val/loss"])["epoch"]
+    assert metrics["best_epoch"] == metrics["tested_epoch"] == best == len(history) - 1
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert (saved["stopped_early"], saved["stopped_epoch"], saved["tested_epoch"]) == (
+        True,
+        len(history),
+        best,
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert f"early stopping ended training after epoch {len(history)}" in report
+    assert f"| {best} **(tested)** |" in report
+    printed = capsys.readouterr().out
+    assert (
+        f"tested the weights of epoch {best}; early stopping ended training after epoch" in printed
+    )
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    summary, _ = summary_and_config(log)
+    assert summary["stopped_early"] is True and summary["tested_epoch"] == best
+    assert summary["stop_epoch"] == len(history)

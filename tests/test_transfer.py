@@ -58,7 +58,7 @@ def test_frozen_layers_keep_the_pretrained_weights_and_the_rest_trains(pretraine
 
 
 def test_the_new_head_is_sized_for_the_new_classes_and_freshly_initialized(pretrained):
-    net = pretrained_mlp(784, 3, str(pretrained), freeze=[1, 2])
+    net = pretrained_mlp((1, 28, 28), 3, str(pretrained), freeze=[1, 2])
     head = net.layers[-1]
     assert head.out_features == 3 and torch.count_nonzero(head.bias) == 0
     assert [p.requires_grad for p in net.parameters()] == [False] * 4 + [True] * 2
@@ -70,11 +70,11 @@ def test_the_new_head_is_sized_for_the_new_classes_and_freshly_initialized(pretr
     ("kwargs", "error", "message"),
     [
         ({"freeze": [3]}, ConfigError, r"model\.freeze=\[3\] is not allowed: .* 1 to 2"),
-        ({"in_features": 100}, CheckpointError, "trained on 784 inputs, this data has 100"),
+        ({"input_shape": (100,)}, CheckpointError, "trained on 784 inputs, this data has 100"),
     ],
 )
 def test_impossible_transfers_are_refused(pretrained, kwargs, error, message):
-    args = {"in_features": 784, "num_classes": 10, "checkpoint": str(pretrained), **kwargs}
+    args = {"input_shape": (1, 28, 28), "num_outputs": 10, "checkpoint": str(pretrained), **kwargs}
     with pytest.raises(error, match=message):
         pretrained_mlp(**args)
 

@@ -8,6 +8,8 @@ that dropout after a resume draws exactly what an uninterrupted run would have d
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.errors import CheckpointError
+from mlplab.errors import CheckpointError, RunInterrupted
 
 CONFIG_KEY = "mlplab_config"
 WANDB_ID_KEY = "mlplab_wandb_run_id"
@@ -56,17 +58,38 @@ class RunStateInCheckpoint(L.Callback):
 
     On Ctrl-C or SIGTERM (which SLURM sends before preemption) it also saves
     ``interrupted.ckpt`` next to the other checkpoints, so no finished batch is lost.
+
+    Args:
+        config: the run config to store (secrets redacted: see :mod:`mlplab.secrets`).
+        checkpoint_dir: where ``interrupted.ckpt`` goes.
+        wandb_run_id: the W&B run to continue on resume.
     """
 
     def __init__(
         self, config: dict[str, Any], checkpoint_dir: Path, wandb_run_id: str | None = None
     ):
-        self.config, self.checkpoint_dir, self.wandb_run_id = (
-            config,
-            Path(checkpoint_dir),
-            wandb_run_id,
-        )
+        self.config, self.wandb_run_id = config, wandb_run_id
+        self.checkpoint_dir = Path(checkpoint_dir)
         self.interrupted_checkpoint: Path | None = None
+        self.interrupted_epoch = 0
+
+    @contextmanager
+    def resume_hint(self) -> Iterator[None]:
+        """Turn Ctrl-C or SIGTERM during the block into :class:`RunInterrupted`, whose one line
+        says how to resume from the saved ``interrupted.ckpt``."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning: Ctrl-C/SIGTERM -> exit(1)
+            if self.interrupted_checkpoint is None:
+                raise
+            sigterm = isinstance(exc, SIGTERMException)
+            signal_name, code = ("SIGTERM", 143) if sigterm else ("Ctrl-C", 130)
+            raise RunInterrupted(
+                f"training interrupted by {signal_name} in epoch {self.interrupted_epoch}; "
+                "checkpoint saved, resume with: "
+                f"python train.py ckpt_path={self.interrupted_checkpoint}",
+                exit_code=code,
+            ) from None
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -91,6 +114,13 @@ class RunStateInCheckpoint(L.Callback):
             path = self.checkpoint_dir / "interrupted.ckpt"
             trainer.save_checkpoint(path)
             self.interrupted_checkpoint = path
+            self.interrupted_epoch = trainer.current_epoch + 1
+
+
+def tested_checkpoint(trainer: L.Trainer) -> str | None:
+    """The checkpoint ``trainer.test`` should load: the best one, if fitting saved one."""
+    callback = trainer.checkpoint_callback
+    return (callback.best_model_path or None) if callback is not None else None
 
 
 def checkpoint_file(path: str | Path, in_run_dir: str) -> Path:

@@ -31,9 +31,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         quiet_third_party_output()
         return function(cfg)
     except Exception as exc:
-        # Hydra wraps what a constructor raises (a missing checkpoint) in its own exception.
-        if not isinstance(exc, MlplabError) and isinstance(exc.__cause__, MlplabError):
-            exc = exc.__cause__
+        exc = _mlplab_cause(exc)
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
         # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
         # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
@@ -48,6 +46,15 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
         raise
+
+
+def _mlplab_cause(exc: BaseException) -> BaseException:
+    """The MlplabError behind ``exc``, if any: Hydra wraps what a constructor raises (a
+    missing checkpoint, a bad model argument) in its own exception, once per nesting level."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, MlplabError):
+        cause = cause.__cause__
+    return cause if cause is not None else exc
 
 
 def quiet_third_party_output() -> None:

@@ -20,7 +20,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-# key, test, what is allowed (said in the error message)
+# key, test, what is allowed (said in the error message). Only what is checked before anything
+# heavy loads; a constructor checks its own arguments (e.g. mlplab.model.MLP's activation).
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", _is_int, "an integer"),
     ("regularization.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -32,13 +33,6 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("data.train_size", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.test_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    (
-        "model.hidden_sizes",
-        lambda v: isinstance(v, list | tuple) and all(_is_int(h) and h >= 1 for h in v),
-        "a list of integers >= 1, e.g. [256,128]",
-    ),
-    ("model.activation", lambda v: v in ("relu", "sigmoid", "tanh"), "one of relu, sigmoid, tanh"),
-    ("model.init", lambda v: v in ("he", "xavier", "default"), "one of he, xavier, default"),
     (
         "data.augment",
         lambda v: v is None or (isinstance(v, dict) and "_target_" in v),

@@ -4,14 +4,16 @@
 the loss of the first batch before any update, every step's loss (kept on the device, copied
 once per epoch) and, every few steps, the gradient norm of each layer. At the end of fitting,
 ``diagnose`` turns them and the epoch history into findings, each with the numbers that
-triggered it, the likely causes and what to try. A NaN or infinite loss stops the run at
-once, with the step where it happened.
+triggered it, the likely causes and what to try. The findings go into the run record
+(:mod:`mlplab.record`): printed at the end, in report.md, metrics.json and the W&B summary.
+(A NaN or infinite loss is the module's to stop: see ``Classifier._check_finite``.)
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import textwrap
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,7 +23,8 @@ import torch
 from torch import Tensor
 
 from mlplab.callbacks import EpochHistory
-from mlplab.errors import DivergenceError
+from mlplab.data.contract import TaskData
+from mlplab.record import RunRecord
 
 
 @dataclass
@@ -309,16 +312,17 @@ def _gradients(grad_norms: list[list[float]], t: Thresholds) -> list[Finding]:
 
 
 class TrainingDoctor(L.Callback):
-    """Watch a run and diagnose it at the end; stop it at once on a NaN or infinite loss.
+    """Watch a run and diagnose it at the end of fitting.
 
     Cheap by design: step losses stay on the device until the epoch ends (one host copy per
     epoch), and gradient norms are taken every ``grad_every_n_steps`` steps. Findings are in
-    ``self.findings`` after ``fit``; ``mlplab.train`` prints them and puts them into the
-    report, ``metrics.json`` and the W&B summary.
+    ``self.findings`` after ``fit`` and in the run record (printed, report.md, metrics.json
+    ``doctor``, W&B summary ``doctor/*``).
 
     Args:
         grad_every_n_steps: how often the per-layer gradient norms are measured.
-        **thresholds: any field of :class:`Thresholds`.
+        **thresholds: any field of :class:`Thresholds` (their defaults are there), e.g.
+            ``+callbacks.doctor.spike_factor=3``.
     """
 
     def __init__(self, grad_every_n_steps: int = 20, **thresholds: float) -> None:
@@ -377,16 +381,6 @@ class TrainingDoctor(L.Callback):
         # The epoch's one host copy of the doctor's signals.
         losses = torch.stack(self._losses).float().cpu() if self._losses else torch.empty(0)
         self._losses = []
-        if len(losses) and not bool(torch.isfinite(losses).all()):
-            bad = int((~torch.isfinite(losses)).nonzero()[0])
-            finite = losses[:bad][torch.isfinite(losses[:bad])]
-            last = f"; the step before it had loss {float(finite[-1]):.4g}" if len(finite) else ""
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
-            raise DivergenceError(
-                f"training loss became {float(losses[bad])} at step {bad + 1} of epoch "
-                f"{trainer.current_epoch + 1}{last}: the run diverged; lower optimizer.lr "
-                f"(now {lr:g}), clip gradients (trainer.gradient_clip_val=1.0) or check the data"
-            )
         self.step_losses.append(losses.tolist())
         if self._grads:
             self.grad_norms.append(torch.stack(self._grads).mean(0).cpu().tolist())
@@ -397,13 +391,8 @@ class TrainingDoctor(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         history = next((c.epochs for c in trainer.callbacks if isinstance(c, EpochHistory)), [])
-        num_classes = getattr(getattr(pl_module, "net", None), "num_classes", None)
-        datamodule = getattr(trainer, "datamodule", None)
-        baseline = (
-            datamodule.baseline_accuracy().get("val")
-            if hasattr(datamodule, "baseline_accuracy")
-            else None
-        )
+        data = trainer.datamodule if isinstance(trainer.datamodule, TaskData) else None
+        classes = data is not None and data.task == "classification"
         stopper = trainer.early_stopping_callback
         self.findings = diagnose(
             history,
@@ -412,10 +401,27 @@ class TrainingDoctor(L.Callback):
             uniform_loss=self.uniform_loss,
             step_losses=self.step_losses,
             grad_norms=self.grad_norms,
-            chance_acc=1 / num_classes if num_classes else None,
-            baseline_acc=baseline,
+            # Chance and the majority class are yardsticks of classification only.
+            chance_acc=1 / data.num_outputs if classes else None,
+            baseline_acc=data.baseline().get("val") if classes else None,
             early_stopping_monitor=stopper.monitor if stopper is not None else None,
         )
+        record = RunRecord.of(trainer)
+        if record is not None:
+            found = [f.to_dict() for f in self.findings]
+            record.add(
+                "doctor",
+                found,
+                report=report_section(found),
+                console=[
+                    f"training doctor: {len(found) or 'no'} finding{'s' * (len(found) != 1)}",
+                    *(textwrap.indent(str(f), "  ") for f in self.findings),
+                ],
+                wandb={
+                    "doctor/findings": len(found),
+                    **{f"doctor/{f.check}": f.message for f in self.findings},
+                },
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -430,3 +436,18 @@ class TrainingDoctor(L.Callback):
         self.uniform_loss = state_dict.get("uniform_loss")
         self.step_losses = list(state_dict.get("step_losses", []))
         self.grad_norms = list(state_dict.get("grad_norms", []))
+
+
+def report_section(findings: list[dict[str, Any]]) -> list[str]:
+    """The report's section for the training doctor's findings."""
+    lines = ["## Training doctor", ""]
+    if not findings:
+        return [*lines, "No problem found."]
+    for f in findings:
+        where = f" (epoch {f['epoch']})" if f.get("epoch") is not None else ""
+        lines += [
+            f"- **{f['check']}**{where}: {f['message']}",
+            f"  - likely causes: {f['causes']}",
+            f"  - try: {f['fixes']}",
+        ]
+    return lines

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from torch import nn
+from torch import Tensor, nn
+
+from mlplab.errors import ConfigError
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 INITS = ("he", "xavier", "default")
 
 
 class MLP(nn.Module):
-    """Fully connected classifier: Linear -> activation -> dropout per hidden layer, then logits.
+    """Fully connected network: Linear -> activation -> dropout per hidden layer, then outputs.
+
+    Inputs of any shape (``(N, C, H, W)`` images, ``(N, F)`` tables) are flattened first.
 
     Args:
-        in_features: input size (784 for flattened 28x28 images); filled in from the data.
-        num_classes: number of outputs; filled in from the data.
+        input_shape: one example's shape, e.g. ``(1, 28, 28)``; filled in from the data.
+        num_outputs: number of outputs (classes); filled in from the data.
         hidden_sizes: width of each hidden layer, e.g. ``[256, 128]``.
         activation: ``relu``, ``sigmoid`` or ``tanh``.
         dropout: dropout probability after each hidden activation (0 disables it).
@@ -27,8 +32,8 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        in_features: int,
-        num_classes: int,
+        input_shape: Sequence[int],
+        num_outputs: int,
         hidden_sizes: Sequence[int] = (256, 128),
         activation: str = "relu",
         dropout: float = 0.0,
@@ -37,21 +42,29 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"model.activation={activation!r}: choose one of {sorted(ACTIVATIONS)}"
+            raise ConfigError(
+                f"model.activation={activation!r} is not allowed: must be one of "
+                f"{', '.join(ACTIVATIONS)}"
             )
         if init not in INITS:
-            raise ValueError(f"model.init={init!r}: choose one of {list(INITS)}")
+            raise ConfigError(
+                f"model.init={init!r} is not allowed: must be one of {', '.join(INITS)}"
+            )
+        if not all(isinstance(h, int) and h >= 1 for h in hidden_sizes):
+            raise ConfigError(
+                f"model.hidden_sizes={list(hidden_sizes)} is not allowed: must be a list of "
+                "integers >= 1, e.g. [256,128]"
+            )
         layers: list[nn.Module] = []
-        width = in_features
+        width = math.prod(input_shape)
         for hidden in hidden_sizes:
             layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = hidden
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(width, num_outputs))
         self.layers = nn.Sequential(*layers)
-        self.in_features, self.num_classes = in_features, num_classes
+        self.input_shape, self.num_outputs = tuple(input_shape), num_outputs
         if init != "default":
             self._init_weights(init, activation)
         if compile:
@@ -70,5 +83,5 @@ class MLP(nn.Module):
                 nn.init.xavier_normal_(linear.weight, gain=gain)
             nn.init.zeros_(linear.bias)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.layers(x.flatten(1))

@@ -2,115 +2,99 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import Tensor, nn
-from torch.optim import Optimizer
+from torchmetrics import MeanMetric
 
 from mlplab.errors import DivergenceError
+from mlplab.metrics import build_metrics
+from mlplab.speedups import CheapHookNames
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-SchedulerFactory = Callable[[Optimizer], object]
 STAGES = {"fit": "train", "validate": "val", "test": "test"}  # Lightning stage -> metric prefix
 
 
-class Classifier(L.LightningModule):
-    """Train ``net`` on ``loss``; log loss and accuracy per epoch for each stage.
+class Classifier(CheapHookNames, L.LightningModule):
+    """Train ``net`` on ``loss``; log the loss and ``metrics`` once per epoch for each stage.
 
-    Metrics are accumulated on the device every step and logged once per epoch: a
-    ``self.log`` call costs about a millisecond of Python, as much as the whole forward and
-    backward pass of this MLP on a CPU, and a per-step host sync would stall a GPU. The
-    epoch's single host sync is in ``_log_epoch``.
+    The parts arrive as configs (``_target_`` and arguments; see ``conf/module/``) and are
+    built here, so they are saved with the hyperparameters and
+    ``Classifier.load_from_checkpoint(path)`` rebuilds the trained model. Ready-made objects
+    (an ``nn.Module`` net or loss, an optimizer factory) work too, as in plain Lightning.
 
     Args:
-        net: the network, mapping inputs to class logits; has a ``num_classes`` attribute.
-        loss: criterion ``loss(logits, labels) -> scalar``.
+        net: the network; built with ``input_shape`` and ``num_outputs`` from the data.
+        loss: criterion ``loss(outputs, targets) -> scalar``.
         optimizer: builds the optimizer from the trainable parameters (a Hydra ``_partial_``).
-        scheduler: builds the learning-rate scheduler from the optimizer, or ``None``.
+        scheduler: builds the learning-rate scheduler from the optimizer; empty for none.
+        metrics: ``{name: torchmetrics metric config}``, logged as ``<stage>/<name>``.
         l1: strength of the L1 penalty on the weights (not biases), added to the training loss.
         scheduler_monitor: metric that ``ReduceLROnPlateau`` watches.
+        input_shape: one example's shape, from the data.
+        num_outputs: classes (or targets), from the data.
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        loss: nn.Module,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
+        net: Mapping[str, Any] | nn.Module,
+        loss: Mapping[str, Any] | nn.Module,
+        optimizer: Mapping[str, Any] | Any,
+        scheduler: Mapping[str, Any] | Any | None = None,
+        metrics: Mapping[str, Mapping[str, Any]] | None = None,
         l1: float = 0.0,
         scheduler_monitor: str = "val/loss",
+        input_shape: Sequence[int] = (),
+        num_outputs: int = 0,
     ) -> None:
         super().__init__()
-        self.net, self.loss = net, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.l1, self.scheduler_monitor = l1, scheduler_monitor
-        # Per stage, running sums on the device ([loss, correct, l1 penalty] x examples) and a
-        # Python count. In-place adds cost ~10 us a step; torchmetrics' update() ~80 us and
-        # self.log() ~1 ms, as much as this MLP's whole forward and backward pass on a CPU.
-        self._sums: dict[str, Tensor] = {}
-        self._counts: dict[str, int] = {}
-
-    def __setattr__(self, name: str, value: object) -> None:
-        # Lightning records which hook is running by setting `_current_fx_name` on the module
-        # around every hook call, about 40 times a training step. `nn.Module.__setattr__`
-        # costs ~4 us each (it checks the value against Parameter, Module and Buffer, whose
-        # metaclasses make isinstance slow): ~0.17 ms a step, 5% of this MLP's step on a CPU.
-        # The value is always a str or None, which nn.Module would store as a plain attribute.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
+        # Plain containers in the hyperparameters: checkpoints load with weights_only=True.
+        net, loss, optimizer, scheduler, metrics = map(
+            _plain, (net, loss, optimizer, scheduler, metrics)
+        )
+        input_shape = tuple(input_shape)
+        built = [
+            name for name, part in (("net", net), ("loss", loss)) if isinstance(part, nn.Module)
+        ]
+        self.save_hyperparameters(ignore=built)
+        self.net = _build(net, input_shape=input_shape, num_outputs=num_outputs)
+        self.loss = _build(loss)
+        self.l1 = l1
+        # Outputs are kept on the device during an epoch and measured once at its end: one
+        # metric update per epoch instead of one per step (~80 us each), no per-step host sync.
+        # Keyed by Lightning stage ("train" would clash with nn.Module.train).
+        self.metrics = nn.ModuleDict(
+            {
+                stage: build_metrics(metrics, num_outputs).clone(prefix=f"{prefix}/")
+                for stage, prefix in STAGES.items()
+            }
+        )
+        # nan_strategy="disable": a NaN loss must show as NaN, not be dropped from the mean.
+        self.mean_loss = nn.ModuleDict(
+            {stage: MeanMetric(nan_strategy="disable") for stage in STAGES}
+        )
+        self.mean_l1 = MeanMetric(nan_strategy="disable")
+        self._steps: dict[str, list[tuple[Tensor, ...]]] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
-        parts = [loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()]
+        outputs = self(x)
+        loss = self.loss(outputs, y)
+        kept = [outputs.detach(), y, loss.detach()]
         if stage == "fit" and self.l1 > 0:
             weights = (p for name, p in self.net.named_parameters() if name.endswith("weight"))
             penalty = self.l1 * sum(w.abs().sum() for w in weights)
-            parts.append(penalty.detach() * len(y))
+            kept.append(penalty.detach())
             loss = loss + penalty
-        step = torch.stack(parts)
-        if stage in self._sums:
-            self._sums[stage].add_(step)
-        else:
-            self._sums[stage] = step
-        self._counts[stage] = self._counts.get(stage, 0) + len(y)
+        self._steps.setdefault(stage, []).append(tuple(kept))
         return loss
-
-    def _log_epoch(self, stage: str) -> dict[str, float]:
-        """Log the stage's epoch means, summed over all processes, and reset the sums."""
-        if stage not in self._sums:  # no batch in this epoch (e.g. limit_val_batches=0)
-            return {}
-        count = torch.tensor([self._counts.pop(stage)], dtype=torch.float32, device=self.device)
-        sums = torch.cat([self._sums.pop(stage), count])
-        # Sums, not means, cross the processes: exact even when ranks saw different counts.
-        *sums, count = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
-        prefix = STAGES[stage]
-        values = {f"{prefix}/loss": sums[0] / count, f"{prefix}/acc": sums[1] / count}
-        if len(sums) > 2:
-            values["train/l1_penalty"] = sums[2] / count
-        self.log_dict(values, prog_bar=stage != "test")
-        return values
-
-    # A checkpoint taken mid-epoch carries the epoch's partial sums, so that a resumed run
-    # reports the same epoch metrics as an uninterrupted one.
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if "fit" in self._sums:
-            checkpoint["mlplab_epoch_sums"] = {
-                "fit": (self._sums["fit"].cpu(), self._counts["fit"])
-            }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        for stage, (sums, count) in checkpoint.get("mlplab_epoch_sums", {}).items():
-            self._sums[stage], self._counts[stage] = sums.to(self.device), count
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "fit")
@@ -122,14 +106,8 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:
-        loss = self._log_epoch("fit").get("train/loss", 0.0)
-        # Checked once per epoch, not per step: a per-step check would force a host sync on GPU.
-        if not math.isfinite(loss):
-            lr = self.optimizers().param_groups[0]["lr"]
-            raise DivergenceError(
-                f"training loss is {float(loss)} in epoch {self.current_epoch + 1}: the run "
-                f"diverged; lower optimizer.lr (now {lr:g}) or check the data"
-            )
+        self._check_finite(self._steps.get("fit", []))
+        self._log_epoch("fit")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("validate")
@@ -137,16 +115,91 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def _log_epoch(self, stage: str) -> None:
+        """Measure the stage's epoch (synced across DDP processes by torchmetrics) and log it."""
+        steps = self._steps.pop(stage, [])
+        if not steps:  # no batch in this epoch (e.g. limit_val_batches=0)
+            return
+        # Per step: outputs, targets, loss (and L1 penalty); joined into one tensor each.
+        columns = zip(*steps, strict=True)
+        outputs, targets, losses, *penalties = (_join(column) for column in columns)
+        prefix = STAGES[stage]
+        sizes = torch.tensor([len(s[1]) for s in steps], device=losses.device, dtype=losses.dtype)
+        metrics, mean_loss = self.metrics[stage], self.mean_loss[stage]
+        metrics.update(outputs, targets)
+        mean_loss.update(losses, sizes)
+        values = {f"{prefix}/loss": mean_loss.compute(), **metrics.compute()}
+        metrics.reset()
+        mean_loss.reset()
+        if penalties:
+            self.mean_l1.update(penalties[0], sizes)
+            values["train/l1_penalty"] = self.mean_l1.compute()
+            self.mean_l1.reset()
+        self.log_dict(values, prog_bar=stage != "test")
+
+    def _check_finite(self, steps: list[tuple[Tensor, ...]]) -> None:
+        """Stop a diverged run at the end of its epoch, naming the step where it happened.
+
+        Once per epoch, not per step: a per-step check would force a host sync on a GPU.
+        """
+        if not steps:
+            return
+        losses = torch.stack([s[2] for s in steps]).float().cpu()
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return
+        bad = int((~finite).nonzero()[0])
+        before = f"; the step before it had loss {float(losses[bad - 1]):.4g}" if bad else ""
+        lr = self.optimizers().param_groups[0]["lr"]
+        raise DivergenceError(
+            f"training loss became {float(losses[bad])} at step {bad + 1} of epoch "
+            f"{self.current_epoch + 1}{before}: the run diverged; lower optimizer.lr "
+            f"(now {lr:g}), clip gradients (trainer.gradient_clip_val=1.0) or check the data"
+        )
+
+    # A checkpoint taken mid-epoch carries the epoch's outputs so far, so that a resumed run
+    # reports the same epoch metrics as an uninterrupted one.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._steps.get("fit"):
+            checkpoint["mlplab_epoch_steps"] = [
+                tuple(t.cpu() for t in step) for step in self._steps["fit"]
+            ]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        steps = checkpoint.get("mlplab_epoch_steps")
+        if steps:
+            self._steps["fit"] = [tuple(t.to(self.device) for t in step) for step in steps]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
+        optimizer = _build(self.hparams.optimizer)(
+            [p for p in self.parameters() if p.requires_grad]
+        )
+        make_scheduler = _build(self.hparams.scheduler)
+        if make_scheduler is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": scheduler,
+                "scheduler": make_scheduler(optimizer),
                 "interval": "epoch",
-                "monitor": self.scheduler_monitor,
+                "monitor": self.hparams.scheduler_monitor,
             },
         }
+
+
+def _join(tensors: Sequence[Tensor]) -> Tensor:
+    """Batches concatenated; per-step scalars stacked."""
+    return torch.cat(tensors) if tensors[0].ndim else torch.stack(tensors)
+
+
+def _plain(value: Any) -> Any:
+    """A config node as plain dicts and lists (anything else unchanged)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _build(spec: Any, **kwargs: Any) -> Any:
+    """Instantiate a config (a mapping with ``_target_``); ``None`` for an empty one; anything
+    else is taken to be the object itself."""
+    if isinstance(spec, Mapping):
+        return instantiate(spec, **kwargs) if "_target_" in spec else None
+    return spec

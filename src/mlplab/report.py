@@ -1,25 +1,27 @@
-"""The run report: learning curves, confusion matrix, misclassified digits and report.md.
+"""The run report: learning curves, confusion matrix, misclassified images and report.md.
 
-Everything is rendered with matplotlib's Agg backend, so no display is needed.
+:class:`RunReport` writes it when testing ends, from the run record (:mod:`mlplab.record`)
+and the tested model. Everything is rendered with matplotlib's Agg backend, so no display
+is needed. A picture that cannot be written is reported and skipped; the rest still is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mlplab.data.contract import TaskData
 from mlplab.plotting import pyplot, save_figure
+from mlplab.record import RunRecord
 
-REPORT_FILES = {
-    "curves": "curves.png",
-    "confusion_matrix": "confusion_matrix.png",
-    "misclassified": "misclassified.png",
-}
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -43,12 +45,12 @@ def confusion_matrix(labels: Tensor, preds: Tensor, num_classes: int) -> np.ndar
 
 
 def plot_curves(
-    history: Sequence[dict[str, float]], best_epoch: int | None, stopped_early: bool, path: Path
+    history: Sequence[dict[str, float]], tested_epoch: int | None, stopped_early: bool, path: Path
 ) -> Path:
     """Loss and accuracy per epoch, train vs val (the lesson's model complexity graph).
 
-    The best epoch (lowest val loss, the checkpoint that was tested) is marked, and so is the
-    epoch where early stopping ended training.
+    The tested epoch (the best checkpoint's) is marked, and so is the epoch where early
+    stopping ended training.
     """
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
@@ -57,9 +59,12 @@ def plot_curves(
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [row.get(f"{split}/{metric}", np.nan) for row in history]
             ax.plot(epochs, values, style, markersize=3, label=f"{split} {label}")
-        if best_epoch is not None:
+        if tested_epoch is not None:
             ax.axvline(
-                best_epoch, color="tab:green", linestyle="--", label=f"best epoch ({best_epoch})"
+                tested_epoch,
+                color="tab:green",
+                linestyle="--",
+                label=f"tested epoch ({tested_epoch})",
             )
         if stopped_early and epochs:
             ax.axvline(
@@ -115,20 +120,21 @@ def plot_misclassified(
     labels: Tensor,
     preds: Tensor,
     class_names: Sequence[str],
-    image_shape: Sequence[int],
     path: Path,
     max_images: int = 36,
 ) -> Path:
     """A grid of the first misclassified test images, captioned 'true -> predicted'.
 
     The grid is one image with a caption over each tile, not one subplot per image: laying
-    out 36 subplots costs about a second, more than the rest of the report.
+    out 36 subplots costs about a second, more than the rest of the report. ``images`` are
+    ``(N, C, H, W)``; color images are shown by their mean over channels.
     """
     plt = pyplot()
     wrong = torch.nonzero(labels != preds).flatten()[:max_images]
     cols, gap, caption = 6, 4, 10
-    h, w = image_shape[-2:]
-    picked = images[wrong].reshape(len(wrong), h, w).float().cpu().numpy()
+    h, w = images.shape[-2:]
+    picked = images[wrong.to(images.device)].float().reshape(len(wrong), -1, h, w)
+    picked = picked.mean(1).cpu().numpy()
     grid = tile_images(picked, cols, gap, caption, fill=float(images.min()))
     rows = (grid.shape[0] + gap) // (caption + h + gap)
     fig, ax = plt.subplots(figsize=(1.6 * cols, 1.8 * rows + 0.4))
@@ -144,158 +150,157 @@ def plot_misclassified(
     return save_figure(fig, path)
 
 
-def doctor_section(findings: Sequence[dict[str, Any]] | None) -> list[str]:
-    """The report's lines for the training doctor's findings (none when it did not run)."""
-    if findings is None:
-        return []
-    lines = ["## Training doctor", ""]
-    if not findings:
-        return [*lines, "No problem found.", ""]
-    for f in findings:
-        where = f" (epoch {f['epoch']})" if f.get("epoch") is not None else ""
-        lines += [
-            f"- **{f['check']}**{where}: {f['message']}",
-            f"  - likely causes: {f['causes']}",
-            f"  - try: {f['fixes']}",
-        ]
-    return [*lines, ""]
-
-
-def _model_line(model: dict[str, Any], reg: dict[str, Any]) -> str:
-    if "checkpoint" in model:  # transfer learning: the architecture comes from the checkpoint
-        return (
-            f"- model: hidden layers of `{model['checkpoint']}`, new output layer; frozen "
-            f"hidden layers {list(model.get('freeze', []))}, dropout {reg.get('dropout')}"
-        )
-    return (
-        f"- model: hidden {model.get('hidden_sizes')}, {model.get('activation')}, "
-        f"init {model.get('init')}, dropout {reg.get('dropout')}"
-    )
-
-
-def scratch_section(metrics: dict[str, Any]) -> list[str]:
-    """Transfer learning against the same network and budget trained from scratch."""
-    scratch = metrics.get("from_scratch")
-    if scratch is None:
-        return []
-    lines = [
-        "## Transfer vs. from scratch",
-        "",
-        "Same architecture, data, epochs, optimizer and seed; only the starting weights "
-        "(and the frozen layers) differ.",
-        "",
-        "| start | test acc | best val acc | best epoch | trainable params | s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, m in (("pretrained (this run)", metrics), ("from scratch", scratch)):
-        lines.append(
-            f"| {name} | {100 * m['test/acc']:.2f}% | {100 * m.get('val/acc_best', 0):.2f}% "
-            f"| {m.get('best_epoch')} | {m.get('trainable_params', 0):,} | {m['wall_s']:.1f} |"
-        )
-    delta = 100 * (metrics["test/acc"] - scratch["test/acc"])
-    verdict = "helps" if delta > 0 else "does not help"
-    lines += ["", f"Transfer {verdict} here: {delta:+.2f} points of test accuracy.", ""]
-    return lines
-
-
 def write_report(
     output_dir: Path,
     metrics: dict[str, Any],
     config: dict[str, Any],
-    history: Sequence[dict[str, float]],
+    sections: Sequence[Sequence[str]],
+    pictures: dict[str, Path],
 ) -> Path:
-    """report.md: the headline numbers, the epoch log, the pictures and the config summary."""
-    best = metrics.get("best_epoch")
-    stop = (
-        f"early stopping ended training after epoch {metrics['epochs_trained']}"
-        if metrics.get("stopped_early")
-        else f"trained all {metrics.get('epochs_trained', 0)} epochs (no early stop)"
-    )
-    model, reg = config.get("model", {}), config.get("regularization", {})
+    """report.md: the headline numbers, contributed sections, the epoch log and the pictures."""
+    history = metrics.get("history", [])
+    tested = metrics.get("tested_epoch")
 
     def name(group: str) -> str:  # "torch.optim.SGD" -> "SGD"
         return str(config.get(group, {}).get("_target_", "?")).rsplit(".", 1)[-1]
 
-    lines = [
-        "# Run report",
-        "",
-        f"- **test accuracy {100 * metrics['test/acc']:.2f}%** (loss {metrics['test/loss']:.4f}), "
-        f"best epoch {best}, {stop}",
-        f"- majority-class baseline {100 * metrics['baseline/test_acc']:.2f}%: "
-        f"the model beats it by **{metrics['margin_points']:.2f} points**",
-        f"- best val accuracy {100 * metrics.get('val/acc_best', float('nan')):.2f}%, "
-        f"{metrics['num_params']:,} parameters, {metrics['wall_s']:.1f} s of training",
-        f"- data: `{name('data')}` {metrics.get('split_sizes', {})}",
-        _model_line(model, reg),
-        f"- optimizer: `{name('optimizer')}` lr {config.get('optimizer', {}).get('lr')}, "
-        f"weight decay {reg.get('weight_decay')}, L1 {reg.get('l1')}; loss `{name('loss')}`; "
-        f"seed {config.get('seed')}",
-        "",
-        *doctor_section(metrics.get("doctor")),
-        *scratch_section(metrics),
-        "## Learning curves",
-        "",
-        "![learning curves](curves.png)",
-        "",
-        "| epoch | train loss | train acc | val loss | val acc | lr | s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in history:
-        v = {
-            key: row.get(key, float("nan"))
-            for key in ("train/loss", "train/acc", "val/loss", "val/acc")
-        }
-        mark = " **(best)**" if row["epoch"] == best else ""
-        lines.append(
-            f"| {row['epoch']}{mark} | {v['train/loss']:.4f} | {100 * v['train/acc']:.2f}% "
-            f"| {v['val/loss']:.4f} | {100 * v['val/acc']:.2f}% "
-            f"| {row.get('lr', float('nan')):.3g} | {row.get('epoch_s', float('nan')):.2f} |"
+    scores = ", ".join(
+        f"{k.removeprefix('test/')} {100 * v:.2f}%"
+        if k.endswith("/acc")
+        else f"{k.removeprefix('test/')} {v:.4f}"
+        for k, v in metrics.items()
+        if k.startswith("test/")
+    )
+    lines = ["# Run report", "", f"- **test: {scores}**"]
+    if history:
+        stop = (
+            f"early stopping ended training after epoch {metrics['stopped_epoch']}"
+            if metrics.get("stopped_early")
+            else f"trained all {metrics['epochs_trained']} epochs (no early stop)"
         )
-    lines += [
-        "",
-        "## Test set",
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
-        "![misclassified test images](misclassified.png)",
-        "",
-        "Full config: `.hydra/config.yaml`; all metrics: `metrics.json`.",
-        "",
-    ]
+        lines.append(
+            f"- tested the weights of epoch {tested} (best epoch by val loss "
+            f"{metrics.get('best_epoch')}); {stop}"
+        )
+    if "margin_points" in metrics:
+        lines.append(
+            f"- majority-class baseline {100 * metrics['baseline/test_acc']:.2f}%: "
+            f"the model beats it by **{metrics['margin_points']:.2f} points**"
+        )
+    if "val/acc_best" in metrics:
+        lines.append(f"- best val accuracy {100 * metrics['val/acc_best']:.2f}%")
+    if "num_params" in metrics:
+        lines.append(f"- {metrics['num_params']:,} parameters, {metrics['wall_s']:.1f} s")
+    if "checkpoint" in metrics:
+        lines.append(f"- checkpoint: `{metrics['checkpoint']}`")
+    sizes = ", ".join(f"{k} {v:,}" for k, v in metrics.get("split_sizes", {}).items())
+    lines.append(f"- data: `{metrics.get('data', name('data'))}` ({sizes})")
+    if "model" in config:
+        lines.append(f"- model: {_model_line(config['model'], config.get('regularization', {}))}")
+    if "optimizer" in config:
+        reg = config.get("regularization", {})
+        lines.append(
+            f"- optimizer: `{name('optimizer')}` lr {config['optimizer'].get('lr')}, "
+            f"weight decay {reg.get('weight_decay')}, L1 {reg.get('l1')}; loss `{name('loss')}`; "
+            f"seed {config.get('seed')}"
+        )
+    lines.append("")
+    for section in sections:
+        lines += [*section, ""]
+    if history:
+        lines += _history_table(history, tested, pictures.get("curves"))
+    test_pictures = [p for key, p in pictures.items() if key != "curves"]
+    if test_pictures:
+        lines += ["## Test set", ""]
+        lines += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in test_pictures]
+    lines += ["Full config: `.hydra/config.yaml`; all metrics: `metrics.json`.", ""]
     path = output_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def build_report(
-    output_dir: Path,
-    net: nn.Module,
-    test_split: tuple[Tensor, Tensor],
-    class_names: Sequence[str],
-    image_shape: Sequence[int],
-    metrics: dict[str, Any],
-    config: dict[str, Any],
-) -> dict[str, Path]:
-    """Write the three pictures and report.md into ``output_dir``; return their paths by name."""
-    x, y = test_split
-    preds = predict(net, x)
-    y = y.cpu()
-    history = metrics.get("history", [])
-    paths = {
-        "curves": plot_curves(
-            history,
-            metrics.get("best_epoch"),
-            bool(metrics.get("stopped_early")),
-            output_dir / REPORT_FILES["curves"],
-        ),
-        "confusion_matrix": plot_confusion_matrix(
-            confusion_matrix(y, preds, len(class_names)),
-            class_names,
-            output_dir / REPORT_FILES["confusion_matrix"],
-        ),
-        "misclassified": plot_misclassified(
-            x, y, preds, class_names, image_shape, output_dir / REPORT_FILES["misclassified"]
-        ),
-    }
-    paths["report"] = write_report(output_dir, metrics, config, history)
-    return paths
+def _model_line(model: dict[str, Any], reg: dict[str, Any]) -> str:
+    if "checkpoint" in model:  # transfer learning: the architecture comes from the checkpoint
+        return (
+            f"hidden layers of `{model['checkpoint']}`, new output layer; frozen "
+            f"hidden layers {list(model.get('freeze', []))}, dropout {reg.get('dropout')}"
+        )
+    details = ", ".join(
+        f"{k} {v}" for k, v in model.items() if k not in ("_target_", "compile") and v is not None
+    )
+    return f"`{str(model.get('_target_', '?')).rsplit('.', 1)[-1]}` {details}"
+
+
+def _history_table(
+    history: Sequence[dict[str, float]], tested: int | None, curves: Path | None
+) -> list[str]:
+    keys = [k for k in history[-1] if k.startswith(("train/", "val/"))]
+    lines = ["## Learning curves", ""]
+    if curves is not None:
+        lines += [f"![learning curves]({curves.name})", ""]
+    lines += [
+        "| epoch | " + " | ".join(keys) + " | lr | s |",
+        "|---:|" + "---:|" * (len(keys) + 2),
+    ]
+    for row in history:
+        mark = " **(tested)**" if row["epoch"] == tested else ""
+        cells = [_cell(k, row.get(k, float("nan"))) for k in keys]
+        lines.append(
+            f"| {row['epoch']}{mark} | "
+            + " | ".join(cells)
+            + f" | {row.get('lr', float('nan')):.3g} | {row.get('epoch_s', float('nan')):.2f} |"
+        )
+    return [*lines, ""]
+
+
+def _cell(key: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if key.endswith("/acc") else f"{value:.4f}"
+
+
+class RunReport(L.Callback):
+    """Write report.md and its pictures into the run dir when testing ends (rank zero).
+
+    Pictures by what the run is: learning curves when it trained; for classification the
+    confusion matrix, and for images the misclassified ones. ``pl_module`` holds the tested
+    weights then, so the pictures show the tested model.
+    """
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        record = RunRecord.of(trainer)
+        if record is None or not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        pictures: dict[str, Path] = {}
+        for name, draw in self._pictures(record, pl_module, datamodule).items():
+            path = record.output_dir / f"{name}.png"
+            try:
+                pictures[name] = draw(path)
+            except OSError as exc:  # a full disk: say so, keep going with what can be written
+                log.warning("could not write %s: %s", path, exc)
+        record.files.update(pictures)
+        sections = [s(record.metrics) if callable(s) else s for s in record.report_sections]
+        path = write_report(record.output_dir, record.metrics, record.config, sections, pictures)
+        record.files["report"] = path
+
+    @staticmethod
+    def _pictures(
+        record: RunRecord, pl_module: L.LightningModule, datamodule: Any
+    ) -> dict[str, Callable[[Path], Path]]:
+        m = record.metrics
+        pictures: dict[str, Callable[[Path], Path]] = {}
+        if m.get("history"):
+            pictures["curves"] = lambda p: plot_curves(
+                m["history"], m.get("tested_epoch"), bool(m.get("stopped_early")), p
+            )
+        if not isinstance(datamodule, TaskData) or datamodule.task != "classification":
+            return pictures
+        x, y = datamodule.splits["test"]
+        preds = predict(pl_module, x)
+        y = y.cpu()
+        names = datamodule.class_names or [str(i) for i in range(datamodule.num_outputs)]
+        pictures["confusion_matrix"] = lambda p: plot_confusion_matrix(
+            confusion_matrix(y, preds, len(names)), names, p
+        )
+        if len(datamodule.input_shape) == 3:  # (C, H, W): images
+            pictures["misclassified"] = lambda p: plot_misclassified(x, y, preds, names, p)
+        return pictures

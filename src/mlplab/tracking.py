@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import lightning as L
+
+from mlplab.secrets import is_secret_name
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,13 @@ def run_name_from_overrides() -> str | None:
 
     if not HydraConfig.initialized():
         return None
-    return HydraConfig.get().job.override_dirname or None
+    # Overrides of secret keys (+notes.api_key=...) stay out of the name; see mlplab.secrets.
+    overrides = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if not is_secret_name(o.split("=", 1)[0].lstrip("+~").rsplit(".", 1)[-1])
+    ]
+    return ",".join(sorted(overrides)) or None
 
 
 def sweep_group() -> str | None:
@@ -71,10 +83,9 @@ def sweep_group() -> str | None:
 
 # What a run's W&B summary holds beyond the last logged value of each metric.
 SUMMARY_KEYS = {
-    "test/acc": "test/acc",
-    "test/loss": "test/loss",
     "val/acc_best": "best/val_acc",
     "best_epoch": "best/epoch",
+    "tested_epoch": "tested_epoch",
     "epochs_trained": "stop_epoch",
     "stopped_early": "stopped_early",
     "baseline/test_acc": "baseline/test_acc",
@@ -84,23 +95,31 @@ SUMMARY_KEYS = {
 }
 
 
-def log_run_to_wandb(loggers: list, metrics: dict[str, Any], images: dict[str, Any]) -> None:
-    """Put the run's headline metrics into the W&B summary and upload the report pictures."""
-    from lightning.pytorch.loggers import WandbLogger
+class WandbSummary(L.Callback):
+    """Put the run record's headline metrics into the W&B summary and upload its pictures.
 
-    for logger in loggers:
-        if not isinstance(logger, WandbLogger):
-            continue
-        summary = {name: metrics[key] for key, name in SUMMARY_KEYS.items() if key in metrics}
-        if "doctor" in metrics:  # the training doctor's findings, one summary key each
-            summary["doctor/findings"] = len(metrics["doctor"])
-            summary.update({f"doctor/{f['check']}": f["message"] for f in metrics["doctor"]})
-        if "from_scratch" in metrics:
-            summary["from_scratch/test_acc"] = metrics["from_scratch"]["test/acc"]
-        logger.experiment.summary.update(summary)
-        for name, path in images.items():
-            if str(path).endswith(".png"):
-                logger.log_image(key=f"report/{name}", images=[str(path)])
+    Runs when testing is over, after the report is written; does nothing without a
+    ``WandbLogger``.
+    """
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        from mlplab.record import RunRecord
+
+        record = RunRecord.of(trainer)
+        if stage != "test" or record is None or not trainer.is_global_zero:
+            return
+        m = record.metrics
+        summary = {k: v for k, v in m.items() if k.startswith("test/")}
+        summary |= {name: m[key] for key, name in SUMMARY_KEYS.items() if m.get(key) is not None}
+        summary |= record.wandb_summary
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(summary)
+                for name, path in record.files.items():
+                    if path.suffix == ".png":
+                        logger.log_image(key=f"report/{name}", images=[str(path)])
 
 
 def wandb_run_id(loggers: list) -> str | None:
@@ -111,10 +130,17 @@ def wandb_run_id(loggers: list) -> str | None:
     return next((i for i in ids if isinstance(i, str)), None)  # DDP ranks > 0: a dummy run
 
 
-def finish_wandb(loggers: list, failed: bool) -> None:
-    """Close the W&B run of any ``WandbLogger`` in ``loggers``, marked failed if training raised."""
+@contextmanager
+def finishing(loggers: list) -> Iterator[None]:
+    """Close the W&B run of any ``WandbLogger`` in ``loggers`` when the block ends, marked
+    failed (exit code 1) if it raised."""
     from lightning.pytorch.loggers import WandbLogger
 
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish(exit_code=1 if failed else 0)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish(exit_code=1 if failed else 0)

@@ -7,15 +7,19 @@ layers are frozen, the rest fine-tuned.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from mlplab.checkpoints import checkpoint_file, load_checkpoint, run_config
 from mlplab.errors import CheckpointError, ConfigError
 from mlplab.model import MLP
+from mlplab.record import RunRecord
 
 ARCHITECTURE_KEYS = ("hidden_sizes", "activation", "init")
 
@@ -34,8 +38,8 @@ def _architecture(model: Any) -> dict[str, Any]:
 
 
 def pretrained_mlp(
-    in_features: int,
-    num_classes: int,
+    input_shape: Sequence[int],
+    num_outputs: int,
     checkpoint: str,
     freeze: Sequence[int] = (),
     dropout: float = 0.0,
@@ -44,8 +48,8 @@ def pretrained_mlp(
     """An MLP with the hidden layers of ``checkpoint`` and a new output layer.
 
     Args:
-        in_features: input size of this data set; must match the checkpoint's.
-        num_classes: classes of this data set; the new output layer has this many outputs.
+        input_shape: one example's shape in this data set; its size must match the checkpoint's.
+        num_outputs: classes of this data set; the new output layer has this many outputs.
         checkpoint: a checkpoint file written by ``train.py``, or its run dir (best checkpoint).
         freeze: hidden layers (1 = the first) whose weights stay fixed; the others and the new
             output layer are trained.
@@ -68,6 +72,7 @@ def pretrained_mlp(
     }
     linear_weights = [w for name, w in weights.items() if name.endswith("weight")]
     source_in, source_classes = linear_weights[0].shape[1], linear_weights[-1].shape[0]
+    in_features = math.prod(input_shape)
     if source_in != in_features:
         raise CheckpointError(
             f"{path} was trained on {source_in} inputs, this data has {in_features}: "
@@ -79,9 +84,9 @@ def pretrained_mlp(
             f"model.freeze={list(freeze)} is not allowed: hidden layers are numbered 1 to {hidden}"
         )
     # The source network exactly as trained (its dropout shapes its list of layers).
-    source = MLP(source_in, source_classes, **architecture, dropout=source_model.dropout)
+    source = MLP((source_in,), source_classes, **architecture, dropout=source_model.dropout)
     source.load_state_dict(weights)
-    net = MLP(in_features, num_classes, **architecture, dropout=dropout, compile=compile)
+    net = MLP(input_shape, num_outputs, **architecture, dropout=dropout, compile=compile)
     hidden_pairs = zip(_linears(net)[:-1], _linears(source)[:-1], strict=True)
     for layer, (target, trained) in enumerate(hidden_pairs, start=1):
         target.load_state_dict(trained.state_dict())
@@ -91,3 +96,86 @@ def pretrained_mlp(
 
 def _linears(net: MLP) -> list[nn.Linear]:
     return [m for m in net.layers if isinstance(m, nn.Linear)]
+
+
+class CompareFromScratch(L.Callback):
+    """Transfer learning's yardstick: the same architecture, data, budget and seed trained
+    from scratch, once this run has finished fitting.
+
+    The comparison runs in ``from_scratch/`` (CSV logger only, so no second W&B run); its
+    figures go into this run's ``metrics.json`` (``from_scratch``) and report.md.
+
+    Args:
+        enabled: run the comparison (``compare_from_scratch=true``).
+    """
+
+    KEYS = (
+        "test/acc",
+        "test/loss",
+        "val/acc_best",
+        "best_epoch",
+        "epochs_trained",
+        "trainable_params",
+        "wall_s",
+    )
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        record = RunRecord.of(trainer)
+        if not self.enabled or record is None or not trainer.is_global_zero:
+            return
+        from mlplab.train import train  # the same flow, for the same config from scratch
+
+        scratch = train(from_scratch_config(record.run_config))
+        record.add(
+            "from_scratch",
+            {k: scratch[k] for k in self.KEYS if k in scratch},
+            # The table needs this run's test figures: made when the report is written.
+            report=lambda metrics: scratch_section(metrics, scratch),
+        )
+
+
+def scratch_section(metrics: dict[str, Any], scratch: dict[str, Any]) -> list[str]:
+    """Transfer learning against the same network and budget trained from scratch."""
+    lines = [
+        "## Transfer vs. from scratch",
+        "",
+        "Same architecture, data, epochs, optimizer and seed; only the starting weights "
+        "(and the frozen layers) differ.",
+        "",
+        "| start | test acc | best val acc | best epoch | trainable params | s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in (("pretrained (this run)", metrics), ("from scratch", scratch)):
+        lines.append(
+            f"| {name} | {100 * m['test/acc']:.2f}% | {100 * m.get('val/acc_best', 0):.2f}% "
+            f"| {m.get('best_epoch')} | {m.get('trainable_params', 0):,} | {m['wall_s']:.1f} |"
+        )
+    delta = 100 * (metrics["test/acc"] - scratch["test/acc"])
+    verdict = "helps" if delta > 0 else "does not help"
+    return [*lines, "", f"Transfer {verdict} here: {delta:+.2f} points of test accuracy."]
+
+
+def from_scratch_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the pretrained network replaced by a fresh one of the same architecture.
+
+    Same data, budget, optimizer and seed; its own output dir (``from_scratch/``) and only
+    the CSV logger, so the comparison does not add a second W&B run.
+    """
+    scratch = cfg.copy()
+    with open_dict(scratch):
+        scratch.model = {
+            "_target_": "mlplab.model.MLP",
+            **pretrained_architecture(cfg.model.checkpoint),
+            "dropout": cfg.model.dropout,
+            "compile": cfg.model.get("compile", False),
+        }
+        scratch.compare_from_scratch = False
+        scratch.output_dir = str(Path(cfg.output_dir) / "from_scratch")
+        scratch.ckpt_path = None
+        scratch.logger = {k: v for k, v in (cfg.get("logger") or {}).items() if k == "csv"}
+        if not scratch.logger and "lr_monitor" in scratch.callbacks:
+            scratch.callbacks.lr_monitor = None
+    return scratch

@@ -25,17 +25,20 @@ class RandomShift:
         self.max_shift = max_shift
 
     def __call__(self, images: Tensor) -> Tensor:
-        """``images``: ``(batch, height, width)``; returns shifted copies of the same shape."""
+        """``images``: ``(batch, channels, height, width)`` or ``(batch, height, width)``;
+        returns shifted copies of the same shape (all channels of an image shift together)."""
         k = self.max_shift
         if k == 0:
             return images
-        n, height, width = images.shape
-        padded = torch.nn.functional.pad(images, (k, k, k, k))
-        dy, dx = torch.randint(-k, k + 1, (2, n, 1), device=images.device)
-        rows = torch.arange(height, device=images.device) + k - dy  # (n, height)
-        cols = torch.arange(width, device=images.device) + k - dx  # (n, width)
-        batch = torch.arange(n, device=images.device)[:, None, None]
-        return padded[batch, rows[:, :, None], cols[:, None, :]]
+        x = images if images.ndim == 4 else images.unsqueeze(1)
+        n, _, height, width = x.shape
+        padded = torch.nn.functional.pad(x, (k, k, k, k)).movedim(1, -1)  # (n, h+2k, w+2k, c)
+        dy, dx = torch.randint(-k, k + 1, (2, n, 1), device=x.device)
+        rows = torch.arange(height, device=x.device) + k - dy  # (n, height)
+        cols = torch.arange(width, device=x.device) + k - dx  # (n, width)
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        shifted = padded[batch, rows[:, :, None], cols[:, None, :]].movedim(-1, 1)
+        return shifted if images.ndim == 4 else shifted.squeeze(1)
 
     def __repr__(self) -> str:
         return f"RandomShift(max_shift={self.max_shift})"

@@ -29,9 +29,13 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 
 class TensorDataModule(L.LightningDataModule):
-    """Base class: images scaled to [0, 1] and flattened, split into train/val/test tensors.
+    """Base class: images scaled to [0, 1], ``(N, C, H, W)``, split into train/val/test tensors.
+
+    Provides the data contract (:mod:`mlplab.data.contract`) for a classification data set
+    that fits in memory.
 
     Args:
+        name: the data set's name, for reports.
         batch_size: training mini-batch size.
         eval_batch_size: batch size for validation and test (no gradients, so larger is cheaper).
         train_size: training examples taken from the pool; ``None`` takes all that is left.
@@ -40,7 +44,7 @@ class TensorDataModule(L.LightningDataModule):
             the training seed.
         shuffle_seed: seed of the per-epoch shuffling (epoch ``e`` uses ``shuffle_seed + e``).
         class_names: display names of the classes, index = label.
-        augment: transforms a training batch of images ``(batch, *image_shape)`` on the
+        augment: transforms a training batch of images ``(batch, C, H, W)`` on the
             training device (e.g. :class:`~mlplab.data.RandomShift`); ``None``: none.
             Validation and test batches are never augmented.
         shuffled_label_fraction: fraction of the *training* labels randomly permuted among
@@ -48,8 +52,11 @@ class TensorDataModule(L.LightningDataModule):
             a model can only memorize, not generalize, when labels carry no signal.
     """
 
+    task = "classification"
+
     def __init__(
         self,
+        name: str = "data",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         train_size: int | None = None,
@@ -61,6 +68,7 @@ class TensorDataModule(L.LightningDataModule):
         shuffled_label_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        self.name = name
         if not 0.0 <= shuffled_label_fraction <= 1.0:
             raise ConfigError(
                 f"data.shuffled_label_fraction={shuffled_label_fraction} must be in [0, 1]"
@@ -71,7 +79,8 @@ class TensorDataModule(L.LightningDataModule):
         self.class_names = list(class_names) if class_names is not None else None
         self.augment, self.shuffled_label_fraction = augment, shuffled_label_fraction
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
-        self.image_shape: tuple[int, ...] = ()
+        self.input_shape: tuple[int, ...] = ()
+        self.num_outputs = 0
         self._resume_skip_batches = 0
 
     # -- what a subclass provides -------------------------------------------------------------
@@ -90,7 +99,6 @@ class TensorDataModule(L.LightningDataModule):
         (x_pool, y_pool), test = self.load_arrays()
         if test is None:
             raise DataError(f"{type(self).__name__} provided no test split")
-        self.image_shape = tuple(x_pool.shape[1:])
         n_val = self.val_size
         n_train = len(x_pool) - n_val if self.train_size is None else self.train_size
         if n_val < 1 or n_train < 1 or n_train + n_val > len(x_pool):
@@ -110,21 +118,15 @@ class TensorDataModule(L.LightningDataModule):
             "val": _to_tensors(x_pool[val], y_pool[val]),
             "test": _to_tensors(*test),
         }
+        self.input_shape = tuple(self.splits["train"][0].shape[1:])
+        self.num_outputs = int(max(int(y.max()) for _, y in self.splits.values())) + 1
         if self.class_names is None:
-            self.class_names = [str(i) for i in range(self.num_classes)]
-
-    @property
-    def num_features(self) -> int:
-        return self.splits["train"][0].shape[1]
-
-    @property
-    def num_classes(self) -> int:
-        return int(max(int(y.max()) for _, y in self.splits.values())) + 1
+            self.class_names = [str(i) for i in range(self.num_outputs)]
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(y) for name, (_, y) in self.splits.items()}
 
-    def baseline_accuracy(self) -> dict[str, float]:
+    def baseline(self) -> dict[str, float]:
         """Accuracy of always predicting the training set's most frequent class, per split."""
         majority = int(torch.bincount(self.splits["train"][1]).argmax())
         return {name: float((y == majority).float().mean()) for name, (_, y) in self.splits.items()}
@@ -154,7 +156,7 @@ class TensorDataModule(L.LightningDataModule):
         if self.augment is None or self.trainer is None or not self.trainer.training:
             return batch
         x, y = batch
-        return self.augment(x.view(len(x), *self.image_shape)).reshape(len(x), -1), y
+        return self.augment(x), y
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)
@@ -187,8 +189,13 @@ def _shuffle_some(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Flattened float32 images in [0, 1] and int64 labels (torch converts on all cores)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).reshape(len(images), -1)
+    """Float32 images ``(N, C, H, W)`` in [0, 1] and int64 labels (torch converts on all cores).
+
+    Gray images ``(N, H, W)`` get their one channel.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
     return x.to(torch.float32).div_(255.0), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -208,17 +215,15 @@ class IdxDataModule(TensorDataModule):
     training; train and val are split from the official training set.
 
     Args:
-        name: data set name, used in messages.
         data_dir: folder holding (or receiving) the IDX files.
         md5: expected md5 of each ``.gz`` file, by file name.
         mirrors: base URLs tried in order.
         download: fetch missing files; with ``False`` a missing file is an error.
-        **kwargs: split and batch options of :class:`TensorDataModule`.
+        **kwargs: name, split and batch options of :class:`TensorDataModule`.
     """
 
     def __init__(
         self,
-        name: str,
         data_dir: str,
         md5: dict[str, str] | None = None,
         mirrors: Sequence[str] = (),
@@ -226,7 +231,7 @@ class IdxDataModule(TensorDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.name, self.data_dir = name, Path(data_dir).expanduser()
+        self.data_dir = Path(data_dir).expanduser()
         self.md5, self.mirrors, self.download = dict(md5 or {}), list(mirrors), download
 
     def _local(self, filename: str) -> Path | None:
@@ -279,7 +284,7 @@ class BundledMnistDataModule(TensorDataModule):
         cache_dir: where the parsed arrays are cached.
         test_size: examples held out as the test set.
         val_size: validation examples taken from the rest.
-        **kwargs: split and batch options of :class:`TensorDataModule`.
+        **kwargs: name, split and batch options of :class:`TensorDataModule`.
     """
 
     def __init__(
@@ -289,6 +294,7 @@ class BundledMnistDataModule(TensorDataModule):
         val_size: int = 500,
         **kwargs,
     ) -> None:
+        kwargs.setdefault("name", "mnist_5k")
         super().__init__(val_size=val_size, **kwargs)
         self.cache_dir, self.test_size = Path(cache_dir).expanduser(), test_size
 

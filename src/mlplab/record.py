@@ -1,0 +1,200 @@
+"""The run record: the facts of a run, gathered by the parts that know them, written once.
+
+:class:`RunRecord` is the first callback of every run. At the end of fitting it records the
+epoch history and the early-stopping facts (before ``trainer.test`` reloads the best
+checkpoint, and with it the callbacks' states); at the end of testing it adds the test
+metrics and writes ``metrics.json`` at once; when the run is over it prints the summary.
+Other callbacks put their results into it with :meth:`RunRecord.add`: a key of
+``metrics.json``, a section of ``report.md``, lines of the printed summary, W&B summary
+values. The report (:class:`mlplab.report.RunReport`) and the W&B summary
+(:class:`mlplab.tracking.WandbSummary`) read it. A new feature is one more callback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from mlplab.callbacks import EpochHistory
+from mlplab.data.contract import TaskData
+from mlplab.secrets import redact_secrets
+
+# A report section: its markdown lines, or a function of the run's final metrics giving them.
+Section = Iterable[str] | Callable[[dict[str, Any]], list[str]]
+
+
+class RunRecord(L.Callback):
+    """Collects a run's metrics and outputs; writes ``metrics.json``; prints the summary.
+
+    Args:
+        output_dir: the run dir.
+        config: the run's config; what is written or logged of it has its secrets redacted.
+    """
+
+    def __init__(self, output_dir: str | Path, config: DictConfig) -> None:
+        self.output_dir = Path(output_dir)
+        self.run_config = config  # as given: a from-scratch comparison reruns it
+        self.config = redact_secrets(config)  # for loggers and reports
+        self.metrics: dict[str, Any] = {}  # metrics.json, and what train() returns
+        self.report_sections: list[Section] = []  # markdown blocks for report.md
+        self.console: list[str] = []  # lines printed before the headline
+        self.wandb_summary: dict[str, Any] = {}
+        self.files: dict[str, Path] = {}  # what the run wrote, by name
+        self._clock = 0.0
+        self._wall = 0.0
+
+    @staticmethod
+    def of(trainer: L.Trainer) -> RunRecord | None:
+        """The record among ``trainer``'s callbacks, if any."""
+        return next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+
+    def add(
+        self,
+        key: str,
+        value: Any,
+        *,
+        report: Section = (),
+        console: Iterable[str] = (),
+        wandb: dict[str, Any] | None = None,
+    ) -> None:
+        """Record ``value`` as ``metrics[key]``, with optional report lines (or a function of
+        the final metrics that makes them), printed lines and W&B summary values. Call it
+        before testing ends: ``metrics.json`` is written then."""
+        self.metrics[key] = value
+        if report:
+            self.report_sections.append(report if callable(report) else list(report))
+        self.console += list(console)
+        self.wandb_summary.update(wandb or {})
+
+    # -- fit ------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._clock = time.perf_counter()
+        baseline = _baseline(trainer)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.config)
+            if baseline:
+                logger.log_metrics({f"baseline/{s}_acc": v for s, v in baseline.items()}, step=0)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wall += time.perf_counter() - self._clock
+        history = next(
+            (list(c.epochs) for c in trainer.callbacks if isinstance(c, EpochHistory)), []
+        )
+        stopper = trainer.early_stopping_callback
+        stopped = stopper is not None and stopper.stopped_epoch > 0
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        datamodule = trainer.datamodule
+        self.metrics.update(
+            {
+                **_best_of(history),
+                "epochs_trained": len(history),
+                "stopped_early": stopped,
+                # The last epoch trained when early stopping ended training (1 = the first).
+                "stopped_epoch": stopper.stopped_epoch + 1 if stopped else None,
+                "best_checkpoint": best,
+                # The epoch whose weights are tested: the best checkpoint's, else the last.
+                "tested_epoch": _checkpoint_epoch(best) if best else len(history) or None,
+                "num_params": sum(p.numel() for p in pl_module.parameters()),
+                "trainable_params": sum(
+                    p.numel() for p in pl_module.parameters() if p.requires_grad
+                ),
+                "torch_threads": torch.get_num_threads(),
+                "world_size": trainer.world_size,
+                "history": history,
+            }
+        )
+        if isinstance(datamodule, TaskData):
+            self.metrics["data"] = datamodule.name
+            self.metrics["split_sizes"] = {s: len(y) for s, (_, y) in datamodule.splits.items()}
+
+    # -- test -----------------------------------------------------------------------------
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._clock = time.perf_counter()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wall += time.perf_counter() - self._clock
+        test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        baseline = _baseline(trainer).get("test")
+        if baseline is not None and "test/acc" in test:
+            test["baseline/test_acc"] = baseline
+            test["margin_points"] = 100 * (test["test/acc"] - baseline)
+        self.metrics = {**test, **self.metrics, "wall_s": round(self._wall, 2)}
+        if trainer.is_global_zero:  # every DDP rank holds the same metrics; one writes them
+            path = self.output_dir / "metrics.json"
+            path.write_text(json.dumps(self.metrics, indent=2) + "\n")
+            self.files["metrics"] = path
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "test" and trainer.is_global_zero and self.metrics:
+            print(self.summary())
+
+    def summary(self) -> str:
+        """The last lines of a run: contributed lines, the test result, the run dir."""
+        m = self.metrics
+        lines = list(self.console)
+        test = {k.removeprefix("test/"): v for k, v in m.items() if k.startswith("test/")}
+        headline = (
+            f"test accuracy {100 * test.pop('acc'):.2f}% (loss {test.pop('loss', math.nan):.4f})"
+            if "acc" in test
+            else "test"
+        )
+        others = ", ".join(f"{k} {_fmt(k, v)}" for k, v in test.items())
+        lines.append(headline + (f", {others}" if others else "") + _epochs_line(m))
+        if "margin_points" in m:
+            lines.append(
+                f"majority-class baseline {100 * m['baseline/test_acc']:.2f}%: "
+                f"the model beats it by {m['margin_points']:.2f} points"
+            )
+        files = ", ".join(p.name for p in self.files.values())
+        lines.append(f"run dir: {self.output_dir}" + (f" ({files})" if files else ""))
+        return "\n".join(lines)
+
+
+def _fmt(key: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if key in ("acc", "error") else f"{value:.4g}"
+
+
+def _epochs_line(m: dict[str, Any]) -> str:
+    if not m.get("epochs_trained"):
+        return ""
+    stop = (
+        f"early stopping ended training after epoch {m['stopped_epoch']}"
+        if m.get("stopped_early")
+        else f"trained all {m['epochs_trained']} epochs"
+    )
+    return f"\ntested the weights of epoch {m.get('tested_epoch')}; {stop}"
+
+
+def _best_of(history: list[dict[str, float]]) -> dict[str, Any]:
+    """The best epoch by validation loss, and the best validation accuracy (if measured)."""
+    scored = [e for e in history if "val/loss" in e]
+    if not scored:
+        return {}
+    best = min(scored, key=lambda e: e["val/loss"])
+    found = {"val/loss_best": best["val/loss"], "best_epoch": int(best["epoch"])}
+    if all("val/acc" in e for e in scored):
+        found["val/acc_best"] = max(e["val/acc"] for e in scored)
+    return found
+
+
+def _checkpoint_epoch(path: str) -> int | None:
+    """The epoch (1 = the first) a Lightning checkpoint was saved after."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: the test step will say so
+        return None
+    return int(state["epoch"]) + 1
+
+
+def _baseline(trainer: L.Trainer) -> dict[str, float]:
+    datamodule = trainer.datamodule
+    return datamodule.baseline() if isinstance(datamodule, TaskData) else {}
