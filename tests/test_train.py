@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import build, compose_config
 from matplotlib.image import imread
 from omegaconf import OmegaConf, open_dict
 from wandb_records import summary_and_config
@@ -15,6 +15,7 @@ from wandb_records import summary_and_config
 from mlplab.checkpoints import load_run_config
 from mlplab.errors import DivergenceError
 from mlplab.evaluate import evaluate
+from mlplab.module import Classifier
 from mlplab.report import confusion_matrix, tile_images
 from mlplab.train import train
 
@@ -333,3 +334,18 @@ def test_early_stopping_facts_are_right_in_every_output(tmp_path, capsys):
     summary, _ = summary_and_config(log)
     assert summary["stopped_early"] is True and summary["tested_epoch"] == best
     assert summary["stop_epoch"] == len(history)
+
+
+def test_load_from_checkpoint_returns_the_trained_model(trained, tmp_path):
+    # What every Lightning user tries first; with weights_only=True, so no code is unpickled.
+    _, metrics = trained
+    module = Classifier.load_from_checkpoint(
+        metrics["best_checkpoint"], map_location="cpu", weights_only=True
+    )
+    assert module.hparams.input_shape == (1, 28, 28) and module.hparams.num_outputs == 10
+    datamodule, _ = build(fast_config(tmp_path))
+    x, y = datamodule.splits["test"]
+    module.eval()
+    with torch.no_grad():
+        accuracy = float((module(x).argmax(1) == y).float().mean())
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)

@@ -28,7 +28,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             validate_config(cfg)
         module_name, function_name = task.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
-        quiet_third_party_output()
+        quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
         return function(cfg)
     except Exception as exc:
         exc = _mlplab_cause(exc)
@@ -48,6 +48,10 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         raise
 
 
+def _no_lightning_info(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("lightning") and record.levelno < logging.WARNING)
+
+
 def _mlplab_cause(exc: BaseException) -> BaseException:
     """The MlplabError behind ``exc``, if any: Hydra wraps what a constructor raises (a
     missing checkpoint, a bad model argument) in its own exception, once per nesting level."""
@@ -57,17 +61,25 @@ def _mlplab_cause(exc: BaseException) -> BaseException:
     return cause if cause is not None else exc
 
 
-def quiet_third_party_output() -> None:
-    """Show each Lightning log line once and without advertisements.
+def quiet_third_party_output(verbose: bool = False) -> None:
+    """Keep the terminal for a person: Lightning's info lines go to the log file only.
 
     ``lightning`` attaches its own console handler *and* propagates to the root logger that
-    Hydra configured, so every line would print twice; Hydra's handler (console + log file)
-    is kept.
+    Hydra configured (console + ``train.log``), so every line would print twice: its own
+    handler goes. Unless ``verbose``, the console shows Lightning's warnings and errors but
+    not its info lines (accelerator found, ``limit_*_batches`` echoes, checkpoint restored);
+    the log file keeps them all. The progress bar and the model summary are not log lines.
     """
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             lightning_logger.removeHandler(handler)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.addFilter(_no_lightning_info)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )

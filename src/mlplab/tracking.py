@@ -34,21 +34,30 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_is_logged_in() else "offline")
 
 
-def wandb_logger(mode: str = "auto", **kwargs: Any):
+def wandb_logger(mode: str = "auto", verbose: bool = False, **kwargs: Any):
     """A Lightning ``WandbLogger`` whose ``mode`` is resolved by :func:`resolve_wandb_mode`.
 
+    W&B's own terminal output (banners, the run history dump at the end) is silenced unless
+    ``verbose``; mlplab prints one line saying where an offline run is and how to sync it.
     Every other argument goes to ``lightning.pytorch.loggers.WandbLogger`` (and from there
     to ``wandb.init``).
     """
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
     from lightning.pytorch.utilities import rank_zero_only
 
     mode = resolve_wandb_mode(mode)
+    if not verbose and "settings" not in kwargs:
+        kwargs["settings"] = wandb.Settings(silent=True)
     if kwargs.get("name") is None:
         kwargs["name"] = run_name_from_overrides()
     if kwargs.get("group") is None:
         kwargs["group"] = sweep_group()
     logger = WandbLogger(mode=mode, **kwargs)
+    # Lightning 2.6 always passes `anonymous` (None) to wandb.init, which W&B 0.31 answers
+    # with a deprecation warning on every run; the setting has no effect, so leave it out.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
     if mode == "offline" and rank_zero_only.rank == 0:  # other DDP ranks have no W&B run
         run_dir = os.path.dirname(logger.experiment.dir)  # .../wandb/offline-run-<time>-<id>
         print(f"W&B: not logged in, logging offline; upload later with: wandb sync {run_dir}")
