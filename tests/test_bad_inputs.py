@@ -78,6 +78,11 @@ def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
     checkpoint["state_dict"]["net.layers.0.bias"] = torch.zeros(64)
     torch.save(checkpoint, root / "other_arch.ckpt")
     paths["other_arch_ckpt"] = root / "other_arch.ckpt"
+    # A checkpoint of a 3-class network, evaluated on 10-class digits.
+    checkpoint = torch.load(earlier_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["num_outputs"] = 3
+    torch.save(checkpoint, root / "three_classes.ckpt")
+    paths["three_classes_ckpt"] = root / "three_classes.ckpt"
     return paths
 
 
@@ -185,6 +190,18 @@ CASES = {
         ("eval.py", "ckpt_path={other_arch_ckpt}"),
         "error: {other_arch_ckpt} does not fit this model: net.layers.0.bias: checkpoint (64,) vs "
         "model (256,); net.layers.0.weight: checkpoint (64, 784) vs model (256, 784)",
+        2,
+    ),
+    "eval_on_data_with_other_classes": (
+        ("eval.py", "ckpt_path={three_classes_ckpt}"),
+        "error: {three_classes_ckpt} was trained on inputs (1, 28, 28) with 3 outputs, but "
+        "mnist_5k has inputs (1, 28, 28) and 10 outputs",
+        2,
+    ),
+    "eval_data_dir_for_bundled_data": (
+        ("eval.py", "ckpt_path={earlier}", "data_dir={root}"),
+        "error: data_dir={root} does not apply: the checkpoint's data set (mnist_5k) is not "
+        "read from a folder",
         2,
     ),
     "transfer_without_checkpoint": (

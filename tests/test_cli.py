@@ -73,6 +73,30 @@ def test_eval_of_a_checkpoint_prints_the_same_test_metrics(tmp_path):
     assert "test accuracy" in result.stdout
 
 
+def test_eval_on_another_data_set_of_the_same_shape(tmp_path):
+    fashion = real_data_dir("fashion_mnist")
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    assert run("train.py", "debug=smoke", f"hydra.run.dir={train_dir}").returncode == 0
+    result = run(
+        "eval.py",
+        f"ckpt_path={train_dir}",  # a run dir: its best checkpoint
+        "data=fashion_mnist",
+        f"data.data_dir={fashion}",
+        f"hydra.run.dir={eval_dir}",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["data"] == "fashion_mnist" and metrics["split_sizes"]["test"] == 10_000
+    assert metrics["checkpoint"] == str(train_dir / "checkpoints" / "best.ckpt")
+    report = (eval_dir / "report.md").read_text()
+    assert "- data: `fashion_mnist` (train 50,000, val 10,000, test 10,000)" in report
+    # It prints the files it wrote, and only those.
+    (listed,) = [line for line in result.stdout.splitlines() if line.startswith("run dir:")]
+    written = listed.split("(", 1)[1].rstrip(")").split(", ")
+    assert written == ["metrics.json", "confusion_matrix.png", "misclassified.png", "report.md"]
+    assert all((eval_dir / name).stat().st_size > 0 for name in written)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

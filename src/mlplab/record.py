@@ -74,6 +74,12 @@ class RunRecord(L.Callback):
         self.console += list(console)
         self.wandb_summary.update(wandb or {})
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, TaskData):  # loaded by now: Lightning sets it up first
+            self.metrics["data"] = datamodule.name
+            self.metrics["split_sizes"] = {s: len(y) for s, (_, y) in datamodule.splits.items()}
+
     # -- fit ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock = time.perf_counter()
@@ -92,7 +98,6 @@ class RunRecord(L.Callback):
         stopped = stopper is not None and stopper.stopped_epoch > 0
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
-        datamodule = trainer.datamodule
         self.metrics.update(
             {
                 **_best_of(history),
@@ -112,9 +117,6 @@ class RunRecord(L.Callback):
                 "history": history,
             }
         )
-        if isinstance(datamodule, TaskData):
-            self.metrics["data"] = datamodule.name
-            self.metrics["split_sizes"] = {s: len(y) for s, (_, y) in datamodule.splits.items()}
 
     # -- test -----------------------------------------------------------------------------
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
