@@ -109,7 +109,7 @@ def lesson_net():
     """The lesson's network, as every setup builds it: 784-256-128-10, ReLU, He, dropout 0.3."""
     from mlplab.model import MLP
 
-    return MLP(784, 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he")
+    return MLP((1, 28, 28), 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he")
 
 
 def run_plain(args: argparse.Namespace, datamodule) -> tuple[list[float], float]:

@@ -15,6 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from mlplab.runs import register_resolvers
+
+register_resolvers()  # conf/train.yaml uses them, as train.py registers them
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 

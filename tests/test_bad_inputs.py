@@ -121,6 +121,16 @@ CASES = {
         "error: trainer.max_epochs=0 is not allowed",
         2,
     ),
+    "negative_seed": (
+        (*SMOKE, "seed=-1"),
+        "error: seed=-1 is not allowed: must be an integer in [0, 2**32)",
+        2,
+    ),
+    "gpu_without_a_gpu": (
+        ("train.py", "trainer.accelerator=gpu", "trainer.max_epochs=1"),
+        "error: trainer.accelerator=gpu but torch sees no CUDA GPU here",
+        2,
+    ),
     "seed_not_a_number": (
         (*SMOKE, "seed=abc"),
         "error: seed='abc' is not allowed: must be an integer",
@@ -231,11 +241,22 @@ CASES = {
     ),
     "unknown_group_option": ((*SMOKE, "optimizer=rmsprop"), "Available options in 'optimizer':", 1),
 }
+# Refused before any logger or checkpoint starts: the run dir gets no W&B run, no checkpoint.
+NOTHING_STARTED = {
+    "dropout_out_of_range",
+    "negative_lr",
+    "negative_seed",
+    "gpu_without_a_gpu",
+    "unknown_activation",
+    "split_does_not_fit",
+}
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input(case, earlier_run, bad_files, tmp_path):
     args, expected, exit_code = CASES[case]
+    if case == "gpu_without_a_gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     places = {k: str(v) for k, v in bad_files.items()} | {
         "root": str(bad_files["garbage_ckpt"].parent),
         "earlier": str(earlier_run),
@@ -250,6 +271,9 @@ def test_bad_input(case, earlier_run, bad_files, tmp_path):
     else:  # Hydra's own message for an unknown option lists the available ones
         assert expected in result.stderr and "sgd" in result.stderr
     assert snapshot(earlier_run) == before
+    if case in NOTHING_STARTED:
+        started = [p for p in ("wandb", "checkpoints", "csv") if (tmp_path / "run" / p).exists()]
+        assert started == []
 
 
 def test_the_table_covers_at_least_fifteen_bad_inputs():

@@ -205,3 +205,29 @@ def test_fashion_mnist_trains(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.8 and metrics["baseline/test_acc"] == pytest.approx(0.1)
+
+
+def test_a_secret_on_the_command_line_is_in_no_file_of_the_run_dir(tmp_path):
+    secret = "SUPERSECRET123"
+    result = run(
+        "train.py",
+        "debug=smoke",
+        "logger=wandb",
+        f"+notes.api_key={secret}",
+        "+notes.max_tokens=512",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"config.yaml", "hydra.yaml", "overrides.yaml"} <= names
+    assert any(p.suffix == ".wandb" for p in files)  # W&B's log holds its command line too
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    assert "+notes.api_key=***" in overrides and "+notes.max_tokens=512" in overrides
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    summary, config = summary_and_config(log)
+    assert config["notes"] == {"api_key": "***", "max_tokens": 512}
+    assert "+notes.api_key=***" in summary["_name"]

@@ -109,3 +109,9 @@ def test_findings_reach_the_wandb_summary(tmp_path):
     assert summary["doctor/findings"] == len(metrics["doctor"]) >= 1
     for finding in metrics["doctor"]:
         assert summary[f"doctor/{finding['check']}"] == finding["message"]
+
+
+def test_a_batch_as_large_as_the_training_set_is_named_not_the_learning_rate(tmp_path, caplog):
+    metrics = run(tmp_path, "data.batch_size=100000", "trainer.max_epochs=4")
+    assert checks(metrics) == {"one_step_per_epoch"}  # no plateau or chance blamed on the lr
+    assert "each epoch is a single optimizer step" in caplog.text  # warned when loading

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -130,3 +131,32 @@ def test_resume_accepts_a_run_dir(reference, tmp_path):
     code, out, err = finish(start(f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'again'}"))
     assert code == 0, err  # nothing left to train (max_epochs reached): it tests and reports again
     assert f"resuming {run_dir}" in out
+
+
+def test_the_printed_resume_command_works_when_pasted_for_an_awkward_run_dir(tmp_path):
+    # Spaces, quotes and non-ASCII in the run dir: the command must survive shell and Hydra.
+    run_dir = tmp_path / "my run's dir ü"
+    process = start(*RUN, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    code, _, err = finish(process)
+    assert code == 143, err
+    command = err.strip().splitlines()[-1].split("resume with: ", 1)[1]
+    assert command.startswith("python train.py ")
+    outputs = REPO / "outputs"
+    before = set(outputs.glob("*/*")) if outputs.exists() else set()
+    pasted = subprocess.run(
+        ["bash", "-c", command.replace("python", shlex.quote(sys.executable), 1)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2
+    # The resumed run's Hydra files and log are in its own run dir, not in a new outputs/ dir.
+    (resumed_hydra,) = (run_dir / ".hydra").glob("resumed-*")
+    assert (resumed_hydra / "overrides.yaml").exists()
+    after = set(outputs.glob("*/*")) if outputs.exists() else set()
+    assert after == before

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import CheckpointError, RunInterrupted
+from mlplab.runs import find_checkpoint, resume_command
 
 CONFIG_KEY = "mlplab_config"
 WANDB_ID_KEY = "mlplab_wandb_run_id"
@@ -86,8 +87,7 @@ class RunStateInCheckpoint(L.Callback):
             signal_name, code = ("SIGTERM", 143) if sigterm else ("Ctrl-C", 130)
             raise RunInterrupted(
                 f"training interrupted by {signal_name} in epoch {self.interrupted_epoch}; "
-                "checkpoint saved, resume with: "
-                f"python train.py ckpt_path={self.interrupted_checkpoint}",
+                f"checkpoint saved, resume with: {resume_command(self.interrupted_checkpoint)}",
                 exit_code=code,
             ) from None
 
@@ -121,12 +121,6 @@ def tested_checkpoint(trainer: L.Trainer) -> str | None:
     """The checkpoint ``trainer.test`` should load: the best one, if fitting saved one."""
     callback = trainer.checkpoint_callback
     return (callback.best_model_path or None) if callback is not None else None
-
-
-def checkpoint_file(path: str | Path, in_run_dir: str) -> Path:
-    """``path`` itself, or the checkpoint ``in_run_dir`` (e.g. ``last.ckpt``) of a run dir."""
-    path = Path(path).expanduser()
-    return path / "checkpoints" / in_run_dir if path.is_dir() else path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -176,18 +170,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     It is the checkpoint's own config, so the run continues exactly as it started, in its own
     output dir and, when it logged to W&B, in the same W&B run.
     """
-    path = Path(cfg.ckpt_path)
-    if str(cfg.ckpt_path) == "last":
-        candidates = sorted(
-            Path("outputs").glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
-        )
-        if not candidates:
-            raise CheckpointError(
-                "ckpt_path=last: no outputs/**/checkpoints/last.ckpt to resume from"
-            )
-        path = candidates[-1].resolve()
-    else:
-        path = checkpoint_file(path, "last.ckpt")
+    path = find_checkpoint(cfg.ckpt_path, "last.ckpt")
     checkpoint = load_checkpoint(path)
     resumed = run_config(checkpoint, path)
     resumed.ckpt_path = str(path)

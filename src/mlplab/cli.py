@@ -12,7 +12,10 @@ from omegaconf import DictConfig
 
 from mlplab.config import validate_config
 from mlplab.errors import MlplabError, RunInterrupted
+from mlplab.runs import register_resolvers
 from mlplab.sweep import in_multirun, record_failure
+
+register_resolvers()  # before Hydra composes conf/train.yaml, which uses them
 
 
 def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any]:

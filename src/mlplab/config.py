@@ -23,7 +23,7 @@ def _is_number(v: Any) -> bool:
 # key, test, what is allowed (said in the error message). Only what is checked before anything
 # heavy loads; a constructor checks its own arguments (e.g. mlplab.model.MLP's activation).
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", _is_int, "an integer"),
+    ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     ("regularization.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("regularization.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("regularization.l1", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
@@ -49,6 +49,21 @@ MISSING_HINTS = {
     "python train.py experiment=lesson data.data_dir=... "
     "then model.checkpoint=outputs/<date>/<time>",
 }
+
+
+def check_accelerator(trainer: DictConfig) -> None:
+    """Refuse a GPU accelerator on a machine without one, before any logger starts a run.
+
+    Imports torch: call it once the config is otherwise valid.
+    """
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: use "
+            "trainer.accelerator=auto (or cpu), or run on a machine with a GPU"
+        )
 
 
 def validate_config(cfg: DictConfig) -> None:

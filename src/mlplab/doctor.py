@@ -101,11 +101,14 @@ def diagnose(
         early_stopping_monitor: the metric early stopping watches, if any.
     """
     t = thresholds
+    one_step = _one_step_per_epoch(step_losses or [])
     findings = [
         *_initial_loss(initial_loss, uniform_loss, t),
-        *_plateau(history, uniform_loss, t),
+        *one_step,
+        # With one update per epoch a slow loss is the batch size's doing, not the rate's.
+        *([] if one_step else _plateau(history, uniform_loss, t)),
         *_spikes(step_losses or [], uniform_loss, t),
-        *_chance(history, chance_acc, baseline_acc, t),
+        *([] if one_step else _chance(history, chance_acc, baseline_acc, t)),
         *_overfitting(history, early_stopping_monitor, t),
         *_gradients(grad_norms or [], t),
     ]
@@ -166,6 +169,23 @@ def _plateau(
                 )
             ]
     return []
+
+
+def _one_step_per_epoch(step_losses: list[list[float]]) -> list[Finding]:
+    if len(step_losses) < 2 or any(len(epoch) != 1 for epoch in step_losses):
+        return []
+    return [
+        Finding(
+            "one_step_per_epoch",
+            f"every epoch was a single optimizer step ({len(step_losses)} steps in "
+            f"{len(step_losses)} epochs): the batch is as large as the training set",
+            "data.batch_size not smaller than the training set (or limit_train_batches=1)",
+            "use mini-batches, e.g. data.batch_size=128; with full-batch training, raise "
+            "trainer.max_epochs by the number of batches it replaces",
+            epoch=1,
+            values={"steps": float(len(step_losses))},
+        )
+    ]
 
 
 def _change(decrease: float) -> str:

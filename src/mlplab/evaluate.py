@@ -9,10 +9,11 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.checkpoints import check_compatible, checkpoint_file, load_checkpoint, run_config
+from mlplab.checkpoints import check_compatible, load_checkpoint, run_config
 from mlplab.errors import CheckpointError, ConfigError
 from mlplab.record import RunRecord
 from mlplab.report import RunReport
+from mlplab.runs import find_checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     The data set is the checkpoint's own (its test split), from ``data_dir`` if given, or
     ``cfg.data`` when one is chosen (``data=fashion_mnist data.data_dir=...``).
     """
-    path = checkpoint_file(cfg.ckpt_path, "best.ckpt")
+    path = find_checkpoint(cfg.ckpt_path, "best.ckpt")
     checkpoint = load_checkpoint(path)
     run_cfg = run_config(checkpoint, path)
     if "module" not in run_cfg:

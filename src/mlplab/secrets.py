@@ -11,8 +11,11 @@ which a resumed run resolves again, never the value.
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 SECRET_NAME = re.compile(
@@ -52,3 +55,51 @@ def _redact(value: Any, raw: Any) -> Any:
 
 def _hidden(raw: Any) -> str:
     return raw if isinstance(raw, str) and raw.startswith("${oc.env:") else HIDDEN
+
+
+def redact_override(override: str) -> str:
+    """``+notes.api_key=abc`` -> ``+notes.api_key=***``; other overrides unchanged."""
+    key, sep, value = override.partition("=")
+    name = key.lstrip("+~").rsplit(".", 1)[-1]
+    if sep and is_secret_name(name) and value and not value.startswith("${oc.env:"):
+        return f"{key}=***"
+    return override
+
+
+def _redact_strings(node: Any) -> Any:
+    """Hydra's own records: secret values redacted in mappings and in override strings
+    (``hydra.overrides.task`` entries, ``override_dirname`` joined with commas)."""
+    if isinstance(node, dict):
+        return {
+            k: _hidden(v) if is_secret_name(k) and v not in (None, "") else _redact_strings(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_redact_strings(v) for v in node]
+    if isinstance(node, str) and "=" in node:
+        return ",".join(redact_override(part) for part in node.split(","))
+    return node
+
+
+class RedactHydraFiles(Callback):
+    """Hydra job callback: keep secret values out of the files Hydra writes for a job.
+
+    Hydra saves ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` before the job starts;
+    this rewrites them with secret values redacted (see :func:`is_secret_name`). It also
+    redacts them in ``sys.argv``, which W&B records as the run's command line; Hydra has
+    parsed it by then, and nothing reads it again.
+    """
+
+    FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sys.argv[:] = [redact_override(arg) for arg in sys.argv]
+        subdir = config.hydra.output_subdir
+        if subdir is None:
+            return
+        folder = Path(config.hydra.runtime.output_dir) / subdir
+        for name in self.FILES:
+            path = folder / name
+            if path.exists():
+                saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+                path.write_text(OmegaConf.to_yaml(OmegaConf.create(_redact_strings(saved))))

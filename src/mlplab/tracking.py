@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 
-from mlplab.secrets import is_secret_name
+from mlplab.secrets import redact_override
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,9 @@ def run_name_from_overrides() -> str | None:
 
     if not HydraConfig.initialized():
         return None
-    # Overrides of secret keys (+notes.api_key=...) stay out of the name; see mlplab.secrets.
-    overrides = [
-        o
-        for o in HydraConfig.get().overrides.task
-        if not is_secret_name(o.split("=", 1)[0].lstrip("+~").rsplit(".", 1)[-1])
-    ]
-    return ",".join(sorted(overrides)) or None
+    # Secret values (+notes.api_key=...) stay out of the name; see mlplab.secrets.
+    overrides = sorted(redact_override(o) for o in HydraConfig.get().overrides.task)
+    return ",".join(overrides) or None
 
 
 def sweep_group() -> str | None:

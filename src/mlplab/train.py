@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import RunStateInCheckpoint, resume_config, tested_checkpoint
-from mlplab.config import validate_config
+from mlplab.config import check_accelerator, validate_config
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
 from mlplab.tracking import finishing, wandb_run_id
@@ -38,6 +38,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg = resume_config(cfg)
         print(f"resuming {cfg.output_dir} from {cfg.ckpt_path} with the config stored in it")
     validate_config(cfg)  # again here: tests and sweepers call train() directly
+    check_accelerator(cfg.trainer)
     configure_threads(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)

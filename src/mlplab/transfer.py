@@ -16,17 +16,18 @@ import lightning as L
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from mlplab.checkpoints import checkpoint_file, load_checkpoint, run_config
+from mlplab.checkpoints import load_checkpoint, run_config
 from mlplab.errors import CheckpointError, ConfigError
 from mlplab.model import MLP
 from mlplab.record import RunRecord
+from mlplab.runs import find_checkpoint
 
 ARCHITECTURE_KEYS = ("hidden_sizes", "activation", "init")
 
 
 def pretrained_architecture(checkpoint: str | Path) -> dict[str, Any]:
     """``hidden_sizes``, ``activation`` and ``init`` of the MLP saved in ``checkpoint``."""
-    path = checkpoint_file(checkpoint, "best.ckpt")
+    path = find_checkpoint(checkpoint, "best.ckpt")
     return _architecture(run_config(load_checkpoint(path), path).model)
 
 
@@ -61,7 +62,7 @@ def pretrained_mlp(
             "model.checkpoint is not set: train on MNIST first (python train.py "
             "experiment=lesson data.data_dir=...) and pass model.checkpoint=<its run dir>"
         )
-    path = checkpoint_file(checkpoint, "best.ckpt")
+    path = find_checkpoint(checkpoint, "best.ckpt")
     state = load_checkpoint(path)
     source_model = run_config(state, path).model
     architecture = _architecture(source_model)

@@ -118,6 +118,13 @@ class TensorDataModule(L.LightningDataModule):
             "val": _to_tensors(x_pool[val], y_pool[val]),
             "test": _to_tensors(*test),
         }
+        if self.batch_size >= n_train:
+            log.warning(
+                "data.batch_size=%d is not smaller than the %d training examples: each epoch "
+                "is a single optimizer step",
+                self.batch_size,
+                n_train,
+            )
         self.input_shape = tuple(self.splits["train"][0].shape[1:])
         self.num_outputs = int(max(int(y.max()) for _, y in self.splits.values())) + 1
         if self.class_names is None:
