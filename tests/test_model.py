@@ -100,3 +100,30 @@ def test_classifier_tracks_lightnings_current_hook_like_any_module(tmp_path):
     assert module._current_fx_name is None  # restored after the run
     module.extra = torch.nn.Linear(2, 2)  # any other attribute still goes through nn.Module
     assert "extra.weight" in dict(module.named_parameters())
+
+
+def test_epoch_loss_is_the_mean_over_examples_with_an_uneven_last_batch(tmp_path):
+    # 10 examples in batches of 4, 4, 2 and a learning rate of 0: the epoch's train loss must
+    # be the loss over all 10 examples, so the short batch weighs half as much.
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 6), torch.tensor([0, 1, 2] * 3 + [0])
+    module = Classifier(
+        MLP((6,), 3, hidden_sizes=[5]),
+        CrossEntropy(),
+        functools.partial(torch.optim.SGD, lr=0.0),
+        metrics={
+            "acc": {
+                "_target_": "torchmetrics.classification.MulticlassAccuracy",
+                "average": "micro",
+            }
+        },
+        num_outputs=3,
+    )
+    trainer = bare_trainer(tmp_path, [])
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=4))
+    with torch.no_grad():
+        logits = module(x)
+    expected_loss = float(CrossEntropy()(logits, y))
+    expected_acc = float((logits.argmax(1) == y).float().mean())
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected_loss, rel=1e-6)
+    assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(expected_acc)

@@ -7,7 +7,10 @@ that dropout after a resume draws exactly what an uninterrupted run would have d
 
 from __future__ import annotations
 
+import io
+import os
 import random
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -115,6 +119,48 @@ class RunStateInCheckpoint(L.Callback):
             trainer.save_checkpoint(path)
             self.interrupted_checkpoint = path
             self.interrupted_epoch = trainer.current_epoch + 1
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: the checkpoint goes to a temporary file in
+    the same folder, is flushed to disk (fsync) and renamed over the old one. A kill, a crash
+    or a full disk during the write leaves the previous checkpoint as it was."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Serialized in memory first (as Lightning does): torch's zip writer turns a failed
+        # write into an opaque RuntimeError, a plain file write gives the OS error (ENOSPC).
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some file systems do not open folders: nothing more to do there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def tested_checkpoint(trainer: L.Trainer) -> str | None:

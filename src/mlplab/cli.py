@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlplab.config import validate_config
-from mlplab.errors import MlplabError, RunInterrupted
+from mlplab.errors import DiskFullError, MlplabError, RunInterrupted
 from mlplab.runs import register_resolvers
 from mlplab.sweep import in_multirun, record_failure
 
@@ -34,7 +35,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
         return function(cfg)
     except Exception as exc:
-        exc = _mlplab_cause(exc)
+        exc = _disk_full(exc) or _mlplab_cause(exc)
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
         # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
         # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
@@ -53,6 +54,20 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
 
 def _no_lightning_info(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("lightning") and record.levelno < logging.WARNING)
+
+
+def _disk_full(exc: BaseException) -> DiskFullError | None:
+    """A one-line error for a full disk anywhere behind ``exc`` (Lightning and Hydra wrap it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            where = seen.filename or "the run's files"
+            return DiskFullError(
+                f"no space left on the device writing {where}: free some space, or point the "
+                "run dir at another disk (hydra.run.dir=...)"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _mlplab_cause(exc: BaseException) -> BaseException:

@@ -27,3 +27,7 @@ class RunInterrupted(MlplabError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class DiskFullError(MlplabError):
+    """A file of the run could not be written: no space left on the device."""

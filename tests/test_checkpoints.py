@@ -1,0 +1,120 @@
+"""Checkpoints survive real runs: non-improving epochs, failed writes, full disks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import REPO, compose_config
+
+from mlplab.checkpoints import AtomicCheckpointIO
+from mlplab.train import train
+
+QUIET = [
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=csv",
+]
+
+
+class LastCheckpointEpochs(L.Callback):
+    """At the start of each epoch, note which epoch last.ckpt and best.ckpt hold (0 = the
+    first), in ``seen.jsonl`` beside the checkpoints."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch > 0:
+            held = [
+                torch.load(self.folder / f"{name}.ckpt", weights_only=True)["epoch"]
+                for name in ("last", "best")
+            ]
+            with open(self.folder.parent / "seen.jsonl", "a") as f:
+                f.write(json.dumps([trainer.current_epoch, *held]) + "\n")
+
+
+def test_last_checkpoint_is_written_after_every_epoch_improved_or_not(tmp_path):
+    # No regularization and Adam on 500 images: val loss stops improving after a few epochs.
+    target = f"{__name__}.LastCheckpointEpochs"
+    watcher = f"+callbacks.watcher={{_target_:{target},folder:'{tmp_path}/checkpoints'}}"
+    cfg = compose_config(
+        [*QUIET, "experiment=overfit_small_data", "trainer.max_epochs=10", watcher], tmp_path
+    )
+    metrics = train(cfg)
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert len(seen) == 9
+    # last.ckpt always holds the epoch just finished; best.ckpt fell behind it.
+    assert all(last == epoch - 1 for epoch, last, _ in seen), seen
+    assert any(best < last for _, last, best in seen)
+    assert metrics["best_epoch"] < metrics["epochs_trained"]
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_file_and_no_leftovers(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "weights": torch.ones(1000)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise OSError(28, "No space left on device")  # as a full disk fails mid-write
+
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2, "weights": torch.zeros(100_000), "x": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    io.save_checkpoint({"epoch": 3}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 3
+
+
+def test_a_picture_that_cannot_be_written_is_reported_and_the_rest_is_kept(tmp_path, caplog):
+    (tmp_path / "curves.png").mkdir()  # writing it fails with a real OSError
+    metrics = train(compose_config([*QUIET, "trainer.max_epochs=2"], tmp_path))
+    assert "could not write" in caplog.text and "curves.png" in caplog.text
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "confusion_matrix.png" in report and "(curves.png)" not in report
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (needs root and a kernel that allows the mount); skipped otherwise."""
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)])
+    if done.returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_no_torn_checkpoint(small_disk):
+    run_dir = small_disk / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", "debug=smoke", f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on the device writing "), last
+    assert "Traceback" not in result.stderr
+    leftovers = [p.name for p in (run_dir / "checkpoints").glob("*")]
+    assert all(not name.endswith(".part") for name in leftovers), leftovers
+    for name in leftovers:  # whatever checkpoint is there is whole
+        torch.load(run_dir / "checkpoints" / name, weights_only=True)
