@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,39 @@ def test_a_secret_on_the_command_line_is_in_no_file_of_the_run_dir(tmp_path):
     summary, config = summary_and_config(log)
     assert config["notes"] == {"api_key": "***", "max_tokens": 512}
     assert "+notes.api_key=***" in summary["_name"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connecting is refused at once
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode", ["auto", "online"])
+def test_a_wandb_key_without_network_falls_back_to_offline_or_fails_fast(mode, tmp_path):
+    # A compute node: a key in the environment, no route to the W&B server.
+    env = {
+        "WANDB_API_KEY": "a" * 40,
+        "WANDB_MODE": None,
+        "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+    }
+    started = time.monotonic()
+    result = run(
+        "train.py",
+        "debug=smoke",
+        "logger=wandb",
+        f"logger.wandb.mode={mode}",
+        f"hydra.run.dir={tmp_path}",
+        env=env,
+    )
+    assert time.monotonic() - started < 60  # seconds, not W&B's 90 s retries
+    if mode == "auto":
+        assert result.returncode == 0, result.stderr
+        assert "W&B: cannot reach 127.0.0.1:" in result.stdout
+        assert "logging offline; upload later with: wandb sync " in result.stdout
+        assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    else:
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: W&B: cannot reach 127.0.0.1:") and "mode=online" in last
+        assert "Traceback" not in result.stderr

@@ -127,10 +127,15 @@ def test_sampler_shards_each_epoch_between_ranks_like_distributed_sampler():
     ]
     assert [len(s) for s in shards] == [4, 4, 4]  # padded to equal length
     assert set().union(*shards) == set(range(11))
-    reference = torch.utils.data.DistributedSampler(
-        range(11), num_replicas=3, rank=1, shuffle=False
-    )
-    assert list(PermutationSampler(11, shuffle=False, rank=1, world_size=3)) == list(reference)
+
+
+def test_evaluation_shards_hold_each_example_exactly_once():
+    # No padding for val/test: a padded copy would be counted twice in the metrics.
+    shards = [list(PermutationSampler(11, shuffle=False, rank=r, world_size=3)) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 3]
+    assert sorted(i for shard in shards for i in shard) == list(range(11))
+    sampler = PermutationSampler(11, shuffle=False, rank=2, world_size=3)
+    assert len(sampler) == len(list(sampler)) == 3
 
 
 def test_loader_yields_every_example_once_per_epoch_in_batches():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,9 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONF_DIR, REPO
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from wandb_records import summary_and_config
+
+from mlplab.checkpoints import load_run_config
+from mlplab.module import Classifier
 
 SMOKE = ["debug=smoke"]
 
@@ -185,6 +191,48 @@ def test_ddp_cpu_trains_with_two_processes_and_reports_one_set_of_metrics(tmp_pa
     assert (ddp_metrics["world_size"], single_metrics["world_size"]) == (2, 1)
     assert ddp_metrics["split_sizes"] == single_metrics["split_sizes"]
     assert (ddp / "train_ddp_process_1.log").exists()  # the second process logged to the same dir
+
+
+@pytest.mark.slow
+def test_ddp_val_and_test_metrics_equal_the_single_process_ones_on_uneven_splits(tmp_path):
+    # 999 test and 499 val examples over 2 processes: no example may count twice.
+    run_dir = tmp_path / "ddp"
+    uneven = ["data.test_size=999", "data.val_size=499", "trainer=ddp_cpu", "logger=csv"]
+    # data.global_batch: 64 in all per step, 32 per process.
+    uneven += ["data.global_batch=true", "data.batch_size=64", "trainer.limit_train_batches=1.0"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *SMOKE,
+            *uneven,
+            f"hydra.run.dir={run_dir}",
+            "trainer.limit_val_batches=1.0",
+            "trainer.limit_test_batches=1.0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    steps = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert steps == math.ceil(math.ceil(3502 / 2) / 32)  # 5,000 - 999 - 499 = 3,502 to train
+    # The same weights, measured in this one process on the whole splits.
+    module = Classifier.load_from_checkpoint(
+        metrics["best_checkpoint"], map_location="cpu", weights_only=True
+    ).eval()
+    datamodule = instantiate(load_run_config(metrics["best_checkpoint"]).data)
+    datamodule.setup()
+    for split, row in (("test", metrics), ("val", metrics["history"][-1])):
+        x, y = datamodule.splits[split]
+        with torch.no_grad():
+            logits = module(x)
+        correct = int((logits.argmax(1) == y).sum())
+        assert row[f"{split}/acc"] * len(y) == pytest.approx(correct, abs=1e-3), split
+        loss = float(torch.nn.functional.cross_entropy(logits, y))
+        assert row[f"{split}/loss"] == pytest.approx(loss, rel=1e-5), split
 
 
 @pytest.mark.parametrize(

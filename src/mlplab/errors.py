@@ -29,5 +29,9 @@ class RunInterrupted(MlplabError):
         self.exit_code = exit_code
 
 
+class TrackingError(MlplabError):
+    """An experiment tracker (W&B) cannot be used as configured."""
+
+
 class DiskFullError(MlplabError):
     """A file of the run could not be written: no space left on the device."""

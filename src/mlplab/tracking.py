@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import lightning as L
 
+from mlplab.errors import TrackingError
 from mlplab.secrets import redact_override
 
 log = logging.getLogger(__name__)
@@ -34,19 +37,50 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_is_logged_in() else "offline")
 
 
-def wandb_logger(mode: str = "auto", verbose: bool = False, **kwargs: Any):
+def wandb_server() -> tuple[str, int]:
+    """Host and port a W&B client connects to: the HTTPS proxy if one is set, else the server
+    (``WANDB_BASE_URL``, default https://api.wandb.ai)."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlsplit(proxy or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    return url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+
+
+def unreachable(timeout_s: float) -> str | None:
+    """Why the W&B server cannot be reached within ``timeout_s`` seconds, or ``None``."""
+    host, port = wandb_server()
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        return f"cannot reach {host}:{port} ({reason})"
+    return None
+
+
+def wandb_logger(
+    mode: str = "auto", verbose: bool = False, connect_timeout_s: float = 5.0, **kwargs: Any
+):
     """A Lightning ``WandbLogger`` whose ``mode`` is resolved by :func:`resolve_wandb_mode`.
 
-    W&B's own terminal output (banners, the run history dump at the end) is silenced unless
-    ``verbose``; mlplab prints one line saying where an offline run is and how to sync it.
-    Every other argument goes to ``lightning.pytorch.loggers.WandbLogger`` (and from there
-    to ``wandb.init``).
+    Before going online it checks, within ``connect_timeout_s``, that the W&B server can be
+    reached (cluster nodes often have a key but no network): with ``mode=auto`` it then
+    falls back to offline, saying why in one line; with ``mode=online`` it stops with one
+    line. W&B's own terminal output (banners, the run history dump at the end) is silenced
+    unless ``verbose``. Every other argument goes to
+    ``lightning.pytorch.loggers.WandbLogger`` (and from there to ``wandb.init``).
     """
     import wandb
     from lightning.pytorch.loggers import WandbLogger
     from lightning.pytorch.utilities import rank_zero_only
 
-    mode = resolve_wandb_mode(mode)
+    asked, mode = mode, resolve_wandb_mode(mode)
+    why_offline = "not logged in"
+    if mode == "online" and (problem := unreachable(connect_timeout_s)):
+        if asked == "online":
+            raise TrackingError(
+                f"W&B: {problem} and logger.wandb.mode=online: check the network, or use "
+                "logger.wandb.mode=auto (falls back to offline) or offline"
+            )
+        mode, why_offline = "offline", problem
     if not verbose and "settings" not in kwargs:
         kwargs["settings"] = wandb.Settings(silent=True)
     if kwargs.get("name") is None:
@@ -60,7 +94,7 @@ def wandb_logger(mode: str = "auto", verbose: bool = False, **kwargs: Any):
         logger._wandb_init.pop("anonymous", None)
     if mode == "offline" and rank_zero_only.rank == 0:  # other DDP ranks have no W&B run
         run_dir = os.path.dirname(logger.experiment.dir)  # .../wandb/offline-run-<time>-<id>
-        print(f"W&B: not logged in, logging offline; upload later with: wandb sync {run_dir}")
+        print(f"W&B: {why_offline}, logging offline; upload later with: wandb sync {run_dir}")
     return logger
 
 

@@ -36,7 +36,10 @@ class TensorDataModule(L.LightningDataModule):
 
     Args:
         name: the data set's name, for reports.
-        batch_size: training mini-batch size.
+        batch_size: training mini-batch size, per process: under DDP an optimizer step sees
+            ``batch_size x processes`` examples, unless ``global_batch``.
+        global_batch: split ``batch_size`` among the DDP processes, so that a step sees
+            ``batch_size`` examples in all, as in a single-process run.
         eval_batch_size: batch size for validation and test (no gradients, so larger is cheaper).
         train_size: training examples taken from the pool; ``None`` takes all that is left.
         val_size: validation examples taken from the pool (the non-test examples).
@@ -58,6 +61,7 @@ class TensorDataModule(L.LightningDataModule):
         self,
         name: str = "data",
         batch_size: int = 128,
+        global_batch: bool = False,
         eval_batch_size: int = 1000,
         train_size: int | None = None,
         val_size: int = 10_000,
@@ -74,6 +78,7 @@ class TensorDataModule(L.LightningDataModule):
                 f"data.shuffled_label_fraction={shuffled_label_fraction} must be in [0, 1]"
             )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.global_batch = global_batch
         self.train_size, self.val_size = train_size, val_size
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.class_names = list(class_names) if class_names is not None else None
@@ -139,7 +144,16 @@ class TensorDataModule(L.LightningDataModule):
         return {name: float((y == majority).float().mean()) for name, (_, y) in self.splits.items()}
 
     def train_dataloader(self) -> TensorBatchLoader:
-        loader = self._loader("train", self.batch_size, shuffle=True)
+        batch_size = self.batch_size
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self.global_batch and world_size > 1:
+            if batch_size % world_size:
+                raise ConfigError(
+                    f"data.batch_size={batch_size} does not split among {world_size} processes "
+                    "(data.global_batch=true): choose a multiple of the process count"
+                )
+            batch_size //= world_size
+        loader = self._loader("train", batch_size, shuffle=True)
         loader.skip_batches, self._resume_skip_batches = self._resume_skip_batches, 0
         return loader
 

@@ -19,8 +19,11 @@ class PermutationSampler:
     """The indices of one epoch for one rank: a seeded permutation (or the identity) of ``n``.
 
     Every rank draws the same permutation (seed + epoch) and keeps every ``world_size``-th
-    index starting at its ``rank``, padding by wrap-around so all ranks get equally many, as
-    ``torch.utils.data.DistributedSampler`` does.
+    index starting at its ``rank``. Training (``shuffle``) pads by wrap-around so all ranks
+    take equally many steps, as ``torch.utils.data.DistributedSampler`` does. Evaluation
+    (no ``shuffle``) does not pad: each example is measured exactly once across the ranks,
+    so val and test metrics under DDP equal the single-process ones (ranks may then run one
+    batch more or less; nothing syncs per step).
     """
 
     def __init__(
@@ -34,17 +37,18 @@ class PermutationSampler:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.world_size)
+        if self.shuffle:
+            return math.ceil(self.n / self.world_size)
+        return len(range(self.rank, self.n, self.world_size))
 
     def indices(self) -> Tensor | None:
         """This rank's indices for the current epoch; ``None`` means ``0..n-1`` in order."""
         if not self.shuffle and self.world_size == 1:
             return None
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=generator)
-        else:
-            order = torch.arange(self.n)
+        if not self.shuffle:
+            return torch.arange(self.rank, self.n, self.world_size)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=generator)
         total = len(self) * self.world_size
         if total > self.n:
             order = torch.cat([order, order[: total - self.n]])
