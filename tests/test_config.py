@@ -148,8 +148,8 @@ def test_logger_options(option, tmp_path):
     loggers = instantiate_each(cfg.logger)
     names = sorted(type(lg).__name__ for lg in loggers)
     expected = {
-        "csv": ["CSVLogger"],
-        "default": ["CSVLogger", "WandbLogger"],
+        "csv": ["ResumableCSVLogger"],
+        "default": ["ResumableCSVLogger", "WandbLogger"],
         "none": [],
         "tensorboard": ["TensorBoardLogger"],
         "wandb": ["WandbLogger"],

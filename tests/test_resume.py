@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -60,6 +61,19 @@ def comparable(metrics: dict) -> dict:
     return keep
 
 
+def epoch_rows(run_dir: Path) -> dict[tuple[int, str], str]:
+    """``(epoch, metric) -> value`` from csv/metrics.csv; a metric twice in an epoch fails."""
+    rows: dict[tuple[int, str], str] = {}
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for key in ("train/loss", "val/loss", "val/acc"):
+                if row.get(key) and row.get("epoch"):
+                    cell = (int(row["epoch"]), key)
+                    assert cell not in rows, f"{cell} logged twice"
+                    rows[cell] = row[key]
+    return rows
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted")
@@ -87,6 +101,9 @@ def test_killed_run_resumed_from_last_checkpoint_ends_with_identical_metrics(ref
     assert f"resuming {run_dir}" in out
     resumed = json.loads((run_dir / "metrics.json").read_text())  # the run continued in its own dir
     assert comparable(resumed) == comparable(reference)
+    # The CSV log holds every epoch once, the ones before the kill included.
+    reference_dir = Path(reference["best_checkpoint"]).parent.parent
+    assert epoch_rows(run_dir) == epoch_rows(reference_dir)
 
 
 def test_sigterm_saves_a_checkpoint_and_resuming_it_matches_the_uninterrupted_run(
@@ -136,7 +153,7 @@ def test_resume_accepts_a_run_dir(reference, tmp_path):
 def test_the_printed_resume_command_works_when_pasted_for_an_awkward_run_dir(tmp_path):
     # Spaces, quotes and non-ASCII in the run dir: the command must survive shell and Hydra.
     run_dir = tmp_path / "my run's dir ü"
-    process = start(*RUN, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    process = start(*RUN, "trainer.max_epochs=2", f'hydra.run.dir="{run_dir}"')
     wait_for(run_dir / "checkpoints" / "last.ckpt", process)
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)

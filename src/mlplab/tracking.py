@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import netrc
 import os
 import socket
@@ -13,6 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from mlplab.errors import TrackingError
 from mlplab.secrets import redact_override
@@ -183,3 +188,54 @@ def finishing(loggers: list) -> Iterator[None]:
         for logger in loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish(exit_code=1 if failed else 0)
+
+
+def _csv_value(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class _ResumingWriter(ExperimentWriter):
+    """Lightning's CSV writer, keeping the rows an earlier session of the run wrote.
+
+    Lightning deletes ``metrics.csv`` when its folder is reused; a resumed run reuses it. The
+    earlier rows are read instead, and at the first save the rows of the epochs the resumed
+    run trains again (and its repeated step-0 rows) make way for the new ones.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._earlier: list[dict[str, Any]] = []
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self._earlier = [
+                    {k: _csv_value(v) for k, v in row.items() if v != ""}
+                    for row in csv.DictReader(f)
+                ]
+            self._fs.rm_file(self.metrics_file_path)  # rewritten whole at the first save
+
+    def save(self) -> None:
+        if self._earlier and self.metrics:
+            redone = min((r["epoch"] for r in self.metrics if "epoch" in r), default=math.inf)
+            repeated = {(r["step"], frozenset(r)) for r in self.metrics if "epoch" not in r}
+            kept = [
+                r
+                for r in self._earlier
+                if r.get("epoch", -1) < redone and (r["step"], frozenset(r)) not in repeated
+            ]
+            self.metrics = kept + self.metrics
+            self._earlier = []
+        super().save()
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` whose ``metrics.csv`` survives a resume: every epoch once."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumingWriter(log_dir=self.log_dir)
+        return self._experiment
