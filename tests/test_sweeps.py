@@ -21,6 +21,7 @@ from wandb_records import summary_and_config
 
 from mlplab.checkpoints import load_run_config
 from mlplab.module import Classifier
+from mlplab.sweep import _log_params
 
 SMOKE = ["debug=smoke"]
 
@@ -84,6 +85,10 @@ def test_optuna_search_runs_seeded_trials_and_reports_the_best(tmp_path):
         for j in range(3)
     ]
     assert f"best_value: {max(values)}" in best  # the sweeper maximized what train.py returned
+    # The summary plot takes each parameter's scale from the search space.
+    scales = _log_params(tmp_path)
+    assert scales["optimizer.lr"] is True and scales["regularization.dropout"] is False
+    assert (tmp_path / "summary.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ def pyplot():
 
 def save_figure(fig, path: Path) -> Path:
     """Lay out, write as PNG and close ``fig``; return ``path``."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with layout="constrained" lays out itself
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     pyplot().close(fig)
     return path

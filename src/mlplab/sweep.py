@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def summarize(sweep_dir: str | Path) -> dict[str, Path]:
         writer.writeheader()
         writer.writerows(rows)
     paths["md"].write_text(_markdown(sweep_dir, rows))
-    _plot(rows, paths["png"])
+    _plot(rows, paths["png"], _log_params(sweep_dir))
     return paths
 
 
@@ -139,33 +140,105 @@ def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Best val accuracy against each parameter that takes more than one value."""
+def _plot(rows: list[dict[str, Any]], path: Path, log_params: dict[str, bool]) -> None:
+    """Best val accuracy against each parameter that takes more than one value.
+
+    Numeric parameters on a numeric axis (logarithmic where the search space says so, or,
+    for a parameter it does not name, where the values span two decades or more), others as
+    categories; the best job is starred, failed jobs are red crosses under the finished ones.
+    Three panels to a row.
+    """
     from mlplab.plotting import pyplot, save_figure
 
     plt = pyplot()
-
     swept = sorted(
         {k for r in rows for k in r["params"] if len({x["params"].get(k) for x in rows}) > 1}
     )
     swept = swept or ["job"]
-    fig, axes = plt.subplots(1, len(swept), figsize=(4.2 * len(swept), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], swept, strict=True):
-        labels = sorted({str(r["params"].get(key, r["job"])) for r in rows}, key=_numeric_first)
-        for status, marker in (("ok", "o"), ("failed", "x")):
-            points = [r for r in rows if r["status"] == status]
-            xs = [labels.index(str(r["params"].get(key, r["job"]))) for r in points]
-            ys = [r.get("val_acc_best") or 0.0 for r in points]
-            if points:
-                ax.scatter(xs, ys, marker=marker, s=40, label=status)
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, len(labels) - 0.5)
-        ax.set_xlabel(key)
+    ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
+    failed = [r for r in rows if r["status"] == "failed"]
+    best = max(ok, key=lambda r: r["val_acc_best"]) if ok else None
+    accs = [r["val_acc_best"] for r in ok] or [0.0]
+    floor = min(accs) - 0.08 * (max(accs) - min(accs) or 1.0)  # where failed jobs are drawn
+    cols = min(3, len(swept))
+    nrows = -(-len(swept) // cols)
+    fig, axes = plt.subplots(
+        nrows,
+        cols,
+        figsize=(max(5.0, 4.2 * cols), 3.6 * nrows + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes.flat[len(swept) :]:
+        ax.axis("off")
+    for ax, key in zip(axes.flat, swept, strict=False):
+        values = {r["job"]: str(r["params"].get(key, r["job"])) for r in rows}
+        numbers = {job: _number(v) for job, v in values.items()}
+        numeric = key != "job" and all(n is not None for n in numbers.values())
+        if numeric:
+            x_of = numbers
+            positive = [n for n in numbers.values() if n > 0]
+            spread = len(positive) == len(numbers) and max(positive) >= 100 * min(positive)
+            if log_params.get(key, spread):
+                ax.set_xscale("log")
+        else:
+            labels = sorted(set(values.values()), key=_numeric_first)
+            x_of = {job: labels.index(v) for job, v in values.items()}
+            short = [v if len(v) <= 14 else v[:13] + "…" for v in labels]
+            ax.set_xticks(range(len(labels)), short, rotation=30, ha="right", fontsize=8)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        if ok:
+            ax.scatter(
+                [x_of[r["job"]] for r in ok],
+                [r["val_acc_best"] for r in ok],
+                s=30,
+                alpha=0.8,
+                label=f"finished ({len(ok)})",
+            )
+        if failed:
+            ax.scatter(
+                [x_of[r["job"]] for r in failed],
+                [floor] * len(failed),
+                marker="x",
+                color="tab:red",
+                s=40,
+                label=f"failed ({len(failed)})",
+            )
+        if best is not None:
+            ax.scatter(
+                [x_of[best["job"]]],
+                [best["val_acc_best"]],
+                marker="*",
+                s=220,
+                color="gold",
+                edgecolor="black",
+                zorder=3,
+                label=f"best: job {best['job']} ({100 * best['val_acc_best']:.2f}%)",
+            )
+        ax.set_xlabel(key + (" (log)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel("best val accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Sweep: best val accuracy per swept parameter (failed jobs at 0)")
+        ax.legend(fontsize=7, loc="best")
+    title = f"Sweep of {len(rows)} jobs: best val accuracy per swept parameter"
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(14 * fig.get_figwidth()))), fontsize=10)
     save_figure(fig, path)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _log_params(sweep_dir: Path) -> dict[str, bool]:
+    """For each parameter of the sweeper's search space, whether it is sampled on a log scale
+    (``tag(log, ...)``), read from the Hydra config a job of the sweep saved."""
+    saved = next(iter(sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))), None)
+    if saved is None:
+        return {}
+    params = OmegaConf.select(OmegaConf.load(saved), "hydra.sweeper.params") or {}
+    return {str(k): "log" in str(v) for k, v in params.items()}
 
 
 def _numeric_first(label: str) -> tuple[int, float, str]:
