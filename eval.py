@@ -7,8 +7,8 @@ from mlplab.cli import run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> float:
-    return run_task(cfg, "mlplab.evaluate:evaluate", validate=False)["test/acc"]
+def main(cfg: DictConfig) -> None:
+    run_task(cfg, "mlplab.evaluate:evaluate", validate=False)
 
 
 if __name__ == "__main__":

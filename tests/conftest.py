@@ -105,7 +105,10 @@ def build(cfg: DictConfig):
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = instantiate(
-        cfg.module, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+        cfg.module,
+        input_shape=datamodule.input_shape,
+        num_outputs=datamodule.num_outputs,
+        task=datamodule.task,
     )
     return datamodule, module
 

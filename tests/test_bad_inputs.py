@@ -68,6 +68,23 @@ def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
         for f, data in good.items():
             (folder / f).write_bytes(content if f == filename else data)
         paths[name] = folder
+    tables = {
+        "table_ok": "a,b,city,label\n"
+        + "".join(f"{i},{i % 3},{'xy'[i % 2]},{'pq'[i % 2]}\n" for i in range(40)),
+        "table_header_only": "a,b,label\n",
+        "table_one_class": "a,b,label\n" + "".join(f"{i},{i},same\n" for i in range(40)),
+        "table_inf": "a,b,label\n"
+        + "".join(f"{i},{'inf' if i == 5 else i},{i % 2}\n" for i in range(40)),
+        "table_bad_split": "a,label,part\n"
+        + "".join(f"{i},{i % 2},{'dev' if i == 3 else 'train'}\n" for i in range(40)),
+        "table_tiny": "a,label\n1,x\n2,y\n3,x\n",
+        "table_many_classes": "a,label\n" + "".join(f"{i},c{i}\n" for i in range(1500)),
+    }
+    for name, text in tables.items():
+        (root / f"{name}.csv").write_text(text)
+        paths[name] = root / f"{name}.csv"
+    (root / "empty.csv").write_bytes(b"")
+    paths["table_empty"] = root / "empty.csv"
     (root / "garbage.ckpt").write_bytes(b"this is not a checkpoint")
     paths["garbage_ckpt"] = root / "garbage.ckpt"
     torch.save({"state_dict": {}}, root / "foreign.ckpt")
@@ -87,6 +104,7 @@ def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
 
 
 SMOKE = ("train.py", "debug=smoke")
+TABLE = (*SMOKE, "data=table", "data.target=label")
 MNIST = (*SMOKE, "data=mnist", "data.train_size=50", "data.val_size=10", "data.download=false")
 
 # id: (command line, {placeholder}s filled from bad_files, expected start of the last line, exit)
@@ -214,6 +232,73 @@ CASES = {
         "read from a folder",
         2,
     ),
+    "table_missing_file": (
+        (*TABLE, "data.path={root}/nope.csv"),
+        "error: data.path={root}/nope.csv does not exist",
+        2,
+    ),
+    "table_empty_file": (
+        (*TABLE, "data.path={table_empty}"),
+        "error: cannot read {table_empty}: No columns to parse from file",
+        2,
+    ),
+    "table_header_only": (
+        (*TABLE, "data.path={table_header_only}"),
+        "error: {table_header_only} holds no rows",
+        2,
+    ),
+    "table_no_such_target": (
+        (*TABLE, "data.path={table_ok}", "data.target=price"),
+        "error: data.target='price' is not a column of {table_ok}; its columns: a, b, city, label",
+        2,
+    ),
+    "table_text_feature_not_declared_categorical": (
+        (*TABLE, "data.path={table_ok}", "data.categorical=[]"),
+        "error: feature column 'city' is not numeric (e.g. 'y') and not in data.categorical",
+        2,
+    ),
+    "table_target_with_one_class": (
+        (*TABLE, "data.path={table_one_class}"),
+        "error: target 'label' has one class ('same') in the training split",
+        2,
+    ),
+    "table_regression_target_not_numeric": (
+        (*TABLE, "data.path={table_ok}", "data.task=regression", "module=regressor"),
+        "error: data.task=regression but target 'label' is not numeric",
+        2,
+    ),
+    "table_infinite_value": (
+        (*TABLE, "data.path={table_inf}"),
+        "error: column 'b' holds infinite values in the ",
+        2,
+    ),
+    "table_unknown_split_value": (
+        (*TABLE, "data.path={table_bad_split}", "data.split_column=part"),
+        "error: data.split_column='part' holds ['dev']: each row must say train, val or test",
+        2,
+    ),
+    "table_split_left_empty": (
+        (*TABLE, "data.path={table_tiny}"),
+        "error: the val split is empty (3 rows in all)",
+        2,
+    ),
+    "table_too_many_classes": (
+        (*TABLE, "data.path={table_many_classes}", "data.task=classification"),
+        # 1,050 of the 1,500 labels are in the training split
+        "error: target 'label' has 1050 classes (> 1000): almost surely a regression target",
+        2,
+    ),
+    "regression_table_with_the_classifier": (
+        (*SMOKE, "data=diabetes"),
+        "error: the data is a regression task but module=classifier: use module=regressor",
+        2,
+    ),
+    "cnn_on_a_table": (
+        (*SMOKE, "data=wine", "model=cnn"),
+        "error: model=cnn needs images (channels, height, width), but this data has "
+        "input_shape (13,): use model=mlp for tables",
+        2,
+    ),
     "transfer_without_checkpoint": (
         (*SMOKE, "model=pretrained"),
         "error: model.checkpoint is required: the run dir or checkpoint of an MLP trained before",
@@ -278,3 +363,4 @@ def test_bad_input(case, earlier_run, bad_files, tmp_path):
 
 def test_the_table_covers_at_least_fifteen_bad_inputs():
     assert len(CASES) >= 15
+    assert sum(case.startswith("table_") for case in CASES) >= 10  # own tables: issue 14

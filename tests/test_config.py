@@ -13,17 +13,17 @@ from mlplab.config import validate_config
 from mlplab.data import TensorDataModule
 from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each, instantiate_optional
-from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
+from mlplab.losses import CrossEntropy, Huber, ProbabilityMAE, ProbabilityMSE
 from mlplab.metrics import build_metrics
 from mlplab.model import MLP
 
 EXPECTED_OPTIONS = {
-    "data": ["fashion_mnist", "mnist", "mnist_5k"],
+    "data": ["diabetes", "fashion_mnist", "mnist", "mnist_5k", "table", "wine"],
     "augment": ["none", "shift"],
-    "module": ["classifier"],
-    "model": ["mlp", "pretrained"],
+    "module": ["classifier", "regressor"],
+    "model": ["cnn", "mlp", "pretrained"],
     "metrics": ["accuracy", "classification_all", "regression"],
-    "loss": ["cross_entropy", "mae", "mse"],
+    "loss": ["cross_entropy", "huber", "mae", "mse"],
     "optimizer": ["adagrad", "adam", "adamw", "momentum", "sgd"],
     "regularization": ["dropout", "l1", "l2", "lesson", "none"],
     "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
@@ -38,6 +38,8 @@ EXPECTED_OPTIONS = {
         "mnist_best",
         "overfit_small_data",
         "shuffled_labels",
+        "tabular_classification",
+        "tabular_regression",
         "transfer_fashion",
     ],
     "debug": ["smoke"],
@@ -51,16 +53,22 @@ def test_the_groups_offer_the_documented_options():
 
 @pytest.mark.parametrize("option", EXPECTED_OPTIONS["data"])
 def test_data_options(option, tmp_path):
-    cfg = compose_config([f"data={option}"], tmp_path)
+    needs = ["data.path=my_table.csv"] if option == "table" else []
+    cfg = compose_config([f"data={option}", *needs], tmp_path)
     validate_config(cfg)
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, TensorDataModule)
-    assert datamodule.batch_size == 128
+    assert datamodule.batch_size == (128 if "mnist" in option else cfg.data.batch_size)
 
 
 @pytest.mark.parametrize(
     ("option", "expected"),
-    [("cross_entropy", CrossEntropy), ("mse", ProbabilityMSE), ("mae", ProbabilityMAE)],
+    [
+        ("cross_entropy", CrossEntropy),
+        ("mse", ProbabilityMSE),
+        ("mae", ProbabilityMAE),
+        ("huber", Huber),
+    ],
 )
 def test_loss_options(option, expected, tmp_path):
     cfg = compose_config([f"loss={option}"], tmp_path)

@@ -20,6 +20,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _is_size(v: Any) -> bool:
+    """A split size: a count of examples, or a fraction of them (tables)."""
+    return (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1)
+
+
 # key, test, what is allowed (said in the error message). Only what is checked before anything
 # heavy loads; a constructor checks its own arguments (e.g. mlplab.model.MLP's activation).
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
@@ -30,9 +35,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.train_size", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-    ("data.test_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.val_size", _is_size, "an integer >= 1 or a fraction in (0, 1)"),
+    ("data.train_size", lambda v: v is None or _is_size(v), "null, an integer >= 1 or a fraction"),
+    ("data.test_size", _is_size, "an integer >= 1 or a fraction in (0, 1)"),
     (
         "data.augment",
         lambda v: v is None or (isinstance(v, dict) and "_target_" in v),

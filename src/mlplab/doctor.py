@@ -65,6 +65,7 @@ class Thresholds:
     spike_factor: float = 2.0  # a step's loss at this x the median of the steps before ...
     spike_window: int = 10  # ... (this many of them)
     spike_min_jump: float = 0.25  # ... and higher by this fraction of the uniform loss
+    spike_mads: float = 10.0  # ... and by this many median absolute deviations of those steps
     chance_margin: float = 0.02  # val accuracy within this of chance or baseline
     overfit_rise: float = 0.1  # val loss this fraction above its minimum ...
     overfit_epochs: int = 3  # ... for at least this many epochs after the minimum
@@ -109,6 +110,7 @@ def diagnose(
         *([] if one_step else _plateau(history, uniform_loss, t)),
         *_spikes(step_losses or [], uniform_loss, t),
         *([] if one_step else _chance(history, chance_acc, baseline_acc, t)),
+        *([] if one_step else _no_better_than_mean(history, t)),
         *_overfitting(history, early_stopping_monitor, t),
         *_gradients(grad_norms or [], t),
     ]
@@ -126,8 +128,9 @@ def _initial_loss(initial: float | None, uniform: float | None, t: Thresholds) -
         Finding(
             "initial_loss",
             f"the first batch's loss is {initial:.4g}, {abs(off):.0%} "
-            f"{'above' if off > 0 else 'below'} {uniform:.4g}, the loss of predicting every "
-            f"class equally (ln(number of classes) for cross-entropy)",
+            f"{'above' if off > 0 else 'below'} {uniform:.4g}, the loss of a model that learned "
+            f"nothing (ln(number of classes) for cross-entropy; for regression on "
+            f"standardized targets, the target variance: 1 for MSE)",
             "weights initialized too large (or too small); inputs not scaled to [0, 1] or "
             "standardized; labels that do not match the outputs; a loss applied to "
             "probabilities instead of logits",
@@ -157,8 +160,8 @@ def _plateau(
                     "plateau",
                     f"the training loss {_change(decrease)} in epochs {first + 1}-{end + 1} "
                     f"({before:.4f} -> {min(window):.4f}) while still at "
-                    f"{min(window) / reference:.0%} of the loss of predicting every class "
-                    f"equally ({reference:.4f})",
+                    f"{min(window) / reference:.0%} of the loss of a model that learned "
+                    f"nothing ({reference:.4f})",
                     "learning rate too low (or so high that the loss bounces around); "
                     "vanishing gradients (deep sigmoid/tanh nets); labels that carry no signal; "
                     "a bug that detaches the loss from the weights",
@@ -202,7 +205,10 @@ def _spikes(step_losses: list[list[float]], uniform: float | None, t: Thresholds
         for step, value in enumerate(losses, start=1):
             if recent:
                 median = statistics.median(recent)
-                if value > t.spike_factor * median and value - median > floor:
+                # Noisy small batches (a regression table) swing; a spike stands out of that.
+                spread = statistics.median(abs(r - median) for r in recent)
+                jump = value - median
+                if value > t.spike_factor * median and jump > max(floor, t.spike_mads * spread):
                     return [
                         Finding(
                             "loss_spike",
@@ -247,6 +253,26 @@ def _chance(
             "optimizer=sgd and the lesson's config (experiment=lesson)",
             epoch=len(history) or None,
             values={"best_val_acc": best, "chance_acc": chance or 0.0, "baseline": baseline or 0.0},
+        )
+    ]
+
+
+def _no_better_than_mean(history: list[dict[str, float]], t: Thresholds) -> list[Finding]:
+    """Regression's chance level: a validation R² no better than predicting the mean (0)."""
+    scores = [r["val/r2"] for r in history if "val/r2" in r]
+    if not scores or max(scores) > t.chance_margin:
+        return []
+    return [
+        Finding(
+            "no_better_than_mean",
+            f"the best validation R² is {max(scores):.3f}: no better than predicting the "
+            f"training mean (R² = 0) by more than {t.chance_margin}",
+            "features that carry no signal about the target; a learning rate far too low or "
+            "too high; unscaled or misaligned targets",
+            "check that features and target line up row by row; try optimizer=adam with "
+            "optimizer.lr=0.001; compare with a linear model (see README, tabular yardsticks)",
+            epoch=len(history) or None,
+            values={"best_val_r2": max(scores)},
         )
     ]
 
@@ -361,17 +387,19 @@ class TrainingDoctor(L.Callback):
     ) -> None:
         if self.initial_loss is not None or trainer.current_epoch > 0 or batch_idx > 0:
             return
-        loss_fn = getattr(pl_module, "loss", None)  # a module of ours: loss(logits, labels)
+        # A module of ours: compute_loss(outputs, targets), null_prediction(outputs).
+        loss_fn = getattr(pl_module, "compute_loss", None)
         if not callable(loss_fn):
             return
         x, y = batch
         was_training = pl_module.training
         pl_module.eval()  # no dropout: no random numbers drawn, so the run is unchanged
         with torch.no_grad():
-            logits = pl_module(x)
-            self.initial_loss = float(loss_fn(logits, y))
-            # The loss of a model that predicts every class equally: zero logits.
-            self.uniform_loss = float(loss_fn(torch.zeros_like(logits), y))
+            outputs = pl_module(x)
+            self.initial_loss = float(loss_fn(outputs, y))
+            # The loss of a model that learned nothing: equal logits for every class (ln C
+            # for cross-entropy), the training mean for regression (the target variance).
+            self.uniform_loss = float(loss_fn(pl_module.null_prediction(outputs), y))
         pl_module.train(was_training)
 
     def on_train_batch_end(

@@ -31,6 +31,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "evaluate it with the mlplab version that wrote it"
         )
     datamodule = instantiate(_data_config(cfg, run_cfg))
+    # The preprocessing fitted when training (a table's scaling and encoding) applies as is.
+    stored = checkpoint.get(type(datamodule).__qualname__)
+    if stored is not None:
+        datamodule.load_state_dict(stored)
     datamodule.setup("test")
     trained = checkpoint.get("hyper_parameters", {})
     trained_for = (tuple(trained.get("input_shape", ())), trained.get("num_outputs"))
@@ -41,7 +45,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{datamodule.num_outputs} outputs: evaluate it on data of the same shape and classes"
         )
     module = instantiate(
-        run_cfg.module, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+        run_cfg.module,
+        input_shape=datamodule.input_shape,
+        num_outputs=datamodule.num_outputs,
+        task=datamodule.task,
     )
     check_compatible(checkpoint["state_dict"], module, path)
     module.load_state_dict(checkpoint["state_dict"])

@@ -85,3 +85,48 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x.flatten(1))
+
+
+class CNN(nn.Module):
+    """A small convolutional network for images ``(N, C, H, W)``: a second model on the same
+    data contract. Each block is 3x3 conv -> ReLU -> 2x2 max-pool; then one hidden layer.
+
+    Args:
+        input_shape: ``(channels, height, width)``; filled in from the data.
+        num_outputs: number of outputs (classes); filled in from the data.
+        channels: output channels of each conv block, e.g. ``[32, 64]``.
+        hidden: width of the fully connected layer after the conv blocks.
+        dropout: dropout probability before the output layer.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"model=cnn needs images (channels, height, width), but this data has "
+                f"input_shape {tuple(input_shape)}: use model=mlp for tables"
+            )
+        blocks: list[nn.Module] = []
+        width, (height, side) = input_shape[0], input_shape[1:]
+        for out in channels:
+            blocks += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            width, height, side = out, height // 2, side // 2
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(width * height * side, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_outputs),
+        )
+        self.input_shape, self.num_outputs = tuple(input_shape), num_outputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

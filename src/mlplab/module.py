@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from mlplab.errors import DivergenceError
+from mlplab.errors import ConfigError, DivergenceError
 from mlplab.metrics import build_metrics
 from mlplab.speedups import CheapHookNames
 
@@ -38,6 +38,7 @@ class Classifier(CheapHookNames, L.LightningModule):
         scheduler_monitor: metric that ``ReduceLROnPlateau`` watches.
         input_shape: one example's shape, from the data.
         num_outputs: classes (or targets), from the data.
+        task: the data's task, from the data; refused when it is not this module's.
     """
 
     def __init__(
@@ -51,8 +52,15 @@ class Classifier(CheapHookNames, L.LightningModule):
         scheduler_monitor: str = "val/loss",
         input_shape: Sequence[int] = (),
         num_outputs: int = 0,
+        task: str | None = None,
     ) -> None:
         super().__init__()
+        if task is not None and task != self.task:
+            raise ConfigError(
+                f"the data is a {task} task but module={MODULES[self.task]}: use "
+                f"module={MODULES[task]} (with loss=mse and metrics=regression for "
+                "regression; see experiment=tabular_regression)"
+            )
         # Plain containers in the hyperparameters: checkpoints load with weights_only=True.
         net, loss, optimizer, scheduler, metrics = map(
             _plain, (net, loss, optimizer, scheduler, metrics)
@@ -83,13 +91,15 @@ class Classifier(CheapHookNames, L.LightningModule):
         self.mean_l1 = MeanMetric(nan_strategy=math.nan)
         self._steps: dict[str, list[tuple[Tensor, ...]]] = {}
 
+    task = "classification"  # the data task this module trains for
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
         outputs = self(x)
-        loss = self.loss(outputs, y)
+        loss = self.compute_loss(outputs, y)
         kept = [outputs.detach(), y, loss.detach()]
         if stage == "fit" and self.l1 > 0:
             weights = (p for name, p in self.net.named_parameters() if name.endswith("weight"))
@@ -98,6 +108,14 @@ class Classifier(CheapHookNames, L.LightningModule):
             loss = loss + penalty
         self._steps.setdefault(stage, []).append(tuple(kept))
         return loss
+
+    def compute_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The training objective on this module's outputs (``forward``) and the targets."""
+        return self.loss(outputs, targets)
+
+    def null_prediction(self, outputs: Tensor) -> Tensor:
+        """What a model that learned nothing outputs: equal logits for every class."""
+        return torch.zeros_like(outputs)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "fit")
@@ -188,6 +206,51 @@ class Classifier(CheapHookNames, L.LightningModule):
                 "monitor": self.hparams.scheduler_monitor,
             },
         }
+
+
+class Regressor(Classifier):
+    """The same module for real-valued targets: a table's ``data.task=regression``.
+
+    The loss works on targets standardized with the training split's mean and standard
+    deviation (kept as buffers, so checkpoints carry them); predictions (``forward``) and
+    metrics are in the targets' own units. A network with one output per target.
+    """
+
+    task = "regression"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        outputs = max(int(self.hparams.num_outputs), 1)
+        self.register_buffer("target_mean", torch.zeros(outputs))
+        self.register_buffer("target_std", torch.ones(outputs))
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # a resumed run then loads the stored ones over these
+            _, y = self.trainer.datamodule.splits["train"]
+            y = y.reshape(len(y), -1).double()
+            self.target_mean.copy_(y.mean(0))
+            self.target_std.copy_(y.std(0, correction=0).clamp_min(1e-12))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.net(x) * self.target_std + self.target_mean
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+    def compute_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return self.loss(self._standard(outputs), self._standard(targets))
+
+    def null_prediction(self, outputs: Tensor) -> Tensor:
+        """What a model that learned nothing predicts: the training mean."""
+        mean = self.target_mean.squeeze(-1) if outputs.ndim == 1 else self.target_mean
+        return mean.expand_as(outputs)
+
+    def _standard(self, values: Tensor) -> Tensor:
+        mean, std = self.target_mean, self.target_std
+        if values.ndim == 1:
+            mean, std = mean.squeeze(-1), std.squeeze(-1)
+        return (values - mean) / std
+
+
+MODULES = {"classification": "classifier", "regression": "regressor"}
 
 
 def _join(tensors: Sequence[Tensor]) -> Tensor:

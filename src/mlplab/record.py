@@ -126,9 +126,12 @@ class RunRecord(L.Callback):
         self._wall += time.perf_counter() - self._clock
         test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         baseline = _baseline(trainer).get("test")
-        if baseline is not None and "test/acc" in test:
+        if baseline is not None and "test/acc" in test:  # the majority class
             test["baseline/test_acc"] = baseline
             test["margin_points"] = 100 * (test["test/acc"] - baseline)
+        elif baseline is not None and "test/r2" in test:  # predicting the training mean
+            test["baseline/test_r2"] = baseline
+            test["margin_r2"] = test["test/r2"] - baseline
         self.metrics = {**test, **self.metrics, "wall_s": round(self._wall, 2)}
         if trainer.is_global_zero:  # every DDP rank holds the same metrics; one writes them
             path = self.output_dir / "metrics.json"
@@ -144,17 +147,24 @@ class RunRecord(L.Callback):
         m = self.metrics
         lines = list(self.console)
         test = {k.removeprefix("test/"): v for k, v in m.items() if k.startswith("test/")}
-        headline = (
-            f"test accuracy {100 * test.pop('acc'):.2f}% (loss {test.pop('loss', math.nan):.4f})"
-            if "acc" in test
-            else "test"
-        )
+        if "acc" in test:
+            headline = f"test accuracy {100 * test.pop('acc'):.2f}%"
+        elif "r2" in test:
+            headline = f"test R² {test.pop('r2'):.4f}"
+        else:
+            headline = "test"
+        headline += f" (loss {test.pop('loss', math.nan):.4f})"
         others = ", ".join(f"{k} {_fmt(k, v)}" for k, v in test.items())
         lines.append(headline + (f", {others}" if others else "") + _epochs_line(m))
         if "margin_points" in m:
             lines.append(
                 f"majority-class baseline {100 * m['baseline/test_acc']:.2f}%: "
                 f"the model beats it by {m['margin_points']:.2f} points"
+            )
+        if "margin_r2" in m:
+            lines.append(
+                f"predicting the training mean: R² {m['baseline/test_r2']:.4f}; "
+                f"the model beats it by {m['margin_r2']:.4f}"
             )
         files = ", ".join(p.name for p in self.files.values())
         lines.append(f"run dir: {self.output_dir}" + (f" ({files})" if files else ""))

@@ -102,6 +102,44 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     return save_figure(fig, path)
 
 
+def plot_predicted_vs_true(target: Tensor, pred: Tensor, path: Path) -> Path:
+    """Test predictions against the true values, one panel per target, with the diagonal."""
+    plt = pyplot()
+    target, pred = target.reshape(len(target), -1).numpy(), pred.reshape(len(pred), -1).numpy()
+    k = target.shape[1]
+    fig, axes = plt.subplots(1, k, figsize=(4.6 * k + 0.4, 4.4), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        t, p = target[:, j], pred[:, j]
+        ax.scatter(t, p, s=12, alpha=0.6)
+        low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([low, high], [low, high], color="tab:red", linewidth=1, label="perfect")
+        r2 = 1 - ((t - p) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12)
+        ax.set_title(f"Test set: predicted vs true (R² {r2:.3f})", fontsize=10)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_residuals(target: Tensor, pred: Tensor, path: Path) -> Path:
+    """Histogram of the test residuals (predicted - true), with their mean and spread."""
+    plt = pyplot()
+    residuals = (pred.reshape(len(pred), -1) - target.reshape(len(target), -1)).numpy().ravel()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.hist(residuals, bins=min(40, max(10, len(residuals) // 5)), color="tab:blue", alpha=0.8)
+    ax.axvline(0, color="tab:red", linewidth=1)
+    ax.set_title(
+        f"Test residuals (predicted - true): mean {residuals.mean():.3g}, "
+        f"std {residuals.std():.3g}",
+        fontsize=10,
+    )
+    ax.set_xlabel("residual")
+    ax.set_ylabel("examples")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
 def tile_images(images: np.ndarray, cols: int, gap: int, caption: int, fill: float) -> np.ndarray:
     """Lay ``images`` (n, h, w) out in rows of ``cols``, ``gap`` pixels apart, with a
     ``caption``-pixel strip above each one; empty space is ``fill``."""
@@ -186,6 +224,11 @@ def write_report(
         lines.append(
             f"- majority-class baseline {100 * metrics['baseline/test_acc']:.2f}%: "
             f"the model beats it by **{metrics['margin_points']:.2f} points**"
+        )
+    if "margin_r2" in metrics:
+        lines.append(
+            f"- predicting the training mean: R² {metrics['baseline/test_r2']:.4f}; "
+            f"the model beats it by **{metrics['margin_r2']:.4f}**"
         )
     if "val/acc_best" in metrics:
         lines.append(f"- best val accuracy {100 * metrics['val/acc_best']:.2f}%")
@@ -292,7 +335,20 @@ class RunReport(L.Callback):
             pictures["curves"] = lambda p: plot_curves(
                 m["history"], m.get("tested_epoch"), bool(m.get("stopped_early")), p
             )
-        if not isinstance(datamodule, TaskData) or datamodule.task != "classification":
+        if not isinstance(datamodule, TaskData):
+            return pictures
+        if datamodule.task == "regression":
+            x, y = datamodule.splits["test"]
+            with torch.no_grad():
+                was_training = pl_module.training
+                pl_module.eval()
+                device = next(pl_module.parameters()).device
+                pred = torch.cat(
+                    [pl_module(x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)]
+                )
+                pl_module.train(was_training)
+            pictures["predicted_vs_true"] = lambda p: plot_predicted_vs_true(y.cpu(), pred, p)
+            pictures["residuals"] = lambda p: plot_residuals(y.cpu(), pred, p)
             return pictures
         x, y = datamodule.splits["test"]
         preds = predict(pl_module, x)

@@ -47,7 +47,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # loaded now: the network's shape comes from the data
     module = instantiate(
-        cfg.module, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+        cfg.module,
+        input_shape=datamodule.input_shape,
+        num_outputs=datamodule.num_outputs,
+        task=datamodule.task,
     )
     loggers = instantiate_each(cfg.get("logger"))
     record = RunRecord(output_dir, cfg)  # first: later callbacks add to it
