@@ -47,15 +47,20 @@ def confusion_matrix(labels: Tensor, preds: Tensor, num_classes: int) -> np.ndar
 def plot_curves(
     history: Sequence[dict[str, float]], tested_epoch: int | None, stopped_early: bool, path: Path
 ) -> Path:
-    """Loss and accuracy per epoch, train vs val (the lesson's model complexity graph).
+    """Loss and the headline metric per epoch, train vs val (the lesson's model complexity
+    graph). The headline metric is accuracy when measured, else the first other metric
+    (R² for ``metrics=regression``).
 
     The tested epoch (the best checkpoint's) is marked, and so is the epoch where early
     stopping ended training.
     """
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
+    names = [k.removeprefix("val/") for k in history[-1] if k.startswith("val/")]
+    headline = next((n for n in ("acc", "r2", *names) if n in names and n != "loss"), "acc")
+    title = {"acc": "accuracy", "r2": "R²"}.get(headline, headline.upper())
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
+    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, headline, title)):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [row.get(f"{split}/{metric}", np.nan) for row in history]
             ax.plot(epochs, values, style, markersize=3, label=f"{split} {label}")
@@ -77,7 +82,7 @@ def plot_curves(
     ax_loss.set_title(
         "Loss (model complexity graph: val rising while train falls = overfitting)", fontsize=9
     )
-    ax_acc.set_title("Accuracy")
+    ax_acc.set_title(title[0].upper() + title[1:])
     return save_figure(fig, path)
 
 
