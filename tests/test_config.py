@@ -138,7 +138,8 @@ def test_callback_options(option, tmp_path):
             "CompareFromScratch",
             "EarlyStopping",
             "LearningRateMonitor",
-            "ModelCheckpoint",
+            "ModelCheckpoint",  # best.ckpt
+            "ModelCheckpoint",  # last.ckpt, every epoch
             "RunReport",
             "TQDMProgressBar",
             "TrainingDoctor",

@@ -184,7 +184,7 @@ def test_bundled_tables_train(tmp_path):
 def test_cnn_trains_on_images(tmp_path):  # on tables it is refused: see test_bad_inputs
     metrics = train(
         compose_config(
-            [*QUIET, "model=cnn", "trainer.max_epochs=2", "trainer.limit_train_batches=10"],
+            [*QUIET, "model=cnn", "optimizer=adam", "optimizer.lr=0.001", "trainer.max_epochs=2"],
             tmp_path,
         )
     )
