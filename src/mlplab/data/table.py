@@ -73,6 +73,7 @@ class TableDataModule(TensorDataModule):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", Path(path).stem if path else "table")
+        # The base class's image split sizes do not apply: a table's are in self.sizes.
         super().__init__(val_size=1, train_size=None, **kwargs)
         if task not in ("auto", *TASKS):
             raise ConfigError(
