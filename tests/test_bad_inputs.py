@@ -293,6 +293,12 @@ CASES = {
         "error: the data is a regression task but module=classifier: use module=regressor",
         2,
     ),
+    "regression_with_a_classification_loss_and_metrics": (
+        (*SMOKE, "data=diabetes", "module=regressor"),
+        "error: a regression task has no class labels, but loss (CrossEntropy) and metrics.acc "
+        "need them: use loss=mse (or mae, huber) and metrics=regression",
+        2,
+    ),
     "cnn_on_a_table": (
         (*SMOKE, "data=wine", "model=cnn"),
         "error: model=cnn needs images (channels, height, width), but this data has "

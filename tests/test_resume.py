@@ -177,3 +177,26 @@ def test_the_printed_resume_command_works_when_pasted_for_an_awkward_run_dir(tmp
     assert (resumed_hydra / "overrides.yaml").exists()
     after = set(outputs.glob("*/*")) if outputs.exists() else set()
     assert after == before
+
+
+def test_a_kill_between_validation_and_checkpoint_keeps_every_epoch_once(reference, tmp_path):
+    # The CSV already holds epoch 2's validation, last.ckpt still holds epoch 1: the resumed
+    # run trains epoch 2 again, and its rows must replace the earlier ones, not repeat them.
+    run_dir = tmp_path / "killed"
+    process = start(*RUN, f"hydra.run.dir={run_dir}")
+    log = run_dir / "csv" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (
+        log.exists()
+        and any(r.get("epoch") == "1" and r.get("val/loss") for r in csv.DictReader(log.open()))
+    ):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    code, _, err = finish(start(f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'resume'}"))
+    assert code == 0, err
+    reference_dir = Path(reference["best_checkpoint"]).parent.parent
+    assert epoch_rows(run_dir) == epoch_rows(reference_dir)
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert comparable(resumed) == comparable(reference)

@@ -472,11 +472,15 @@ class TrainingDoctor(L.Callback):
             )
 
     def state_dict(self) -> dict[str, Any]:
+        # A checkpoint taken mid-epoch (Ctrl-C, SIGTERM) also carries the epoch's signals so
+        # far, so that a resumed run sees the whole epoch, numbered as an uninterrupted one.
         return {
             "initial_loss": self.initial_loss,
             "uniform_loss": self.uniform_loss,
             "step_losses": self.step_losses,
             "grad_norms": self.grad_norms,
+            "epoch_losses": [t.cpu() for t in self._losses],
+            "epoch_grads": [t.cpu() for t in self._grads],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -484,6 +488,8 @@ class TrainingDoctor(L.Callback):
         self.uniform_loss = state_dict.get("uniform_loss")
         self.step_losses = list(state_dict.get("step_losses", []))
         self.grad_norms = list(state_dict.get("grad_norms", []))
+        self._losses = list(state_dict.get("epoch_losses", []))
+        self._grads = list(state_dict.get("epoch_grads", []))
 
 
 def report_section(findings: list[dict[str, Any]]) -> list[str]:

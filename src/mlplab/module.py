@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -219,6 +220,8 @@ class Regressor(Classifier):
     task = "regression"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        parts = inspect.signature(Classifier.__init__).bind(self, *args, **kwargs).arguments
+        _check_regression_parts(parts["loss"], parts.get("metrics"))
         super().__init__(*args, **kwargs)
         outputs = max(int(self.hparams.num_outputs), 1)
         self.register_buffer("target_mean", torch.zeros(outputs))
@@ -251,6 +254,24 @@ class Regressor(Classifier):
 
 
 MODULES = {"classification": "classifier", "regression": "regressor"}
+
+
+def _check_regression_parts(loss: Any, metrics: Any) -> None:
+    """Refuse, in one line, a loss or metrics that need class labels in a regression."""
+    loss_target = loss.get("_target_", "") if isinstance(loss, Mapping) else type(loss).__name__
+    needs_labels = (
+        [f"loss ({loss_target.rsplit('.', 1)[-1]})"] if "CrossEntropy" in loss_target else []
+    )
+    needs_labels += [
+        f"metrics.{name}"
+        for name, spec in (_plain(metrics) or {}).items()
+        if spec and ".classification" in str(spec.get("_target_", ""))
+    ]
+    if needs_labels:
+        raise ConfigError(
+            f"a regression task has no class labels, but {' and '.join(needs_labels)} need "
+            "them: use loss=mse (or mae, huber) and metrics=regression"
+        )
 
 
 def _join(tensors: Sequence[Tensor]) -> Tensor:

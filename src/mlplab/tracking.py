@@ -18,6 +18,7 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from mlplab.errors import TrackingError
 from mlplab.secrets import redact_override
@@ -201,8 +202,9 @@ class _ResumingWriter(ExperimentWriter):
     """Lightning's CSV writer, keeping the rows an earlier session of the run wrote.
 
     Lightning deletes ``metrics.csv`` when its folder is reused; a resumed run reuses it. The
-    earlier rows are read instead, and at the first save the rows of the epochs the resumed
-    run trains again (and its repeated step-0 rows) make way for the new ones.
+    earlier rows are read instead. The new rows are held back until the resumed run logs its
+    first row of an epoch, which says where it resumed: then the earlier rows of that epoch
+    and later ones (and repeated step-0 rows) make way for the new ones, and all is written.
     """
 
     def _check_log_dir_exists(self) -> None:
@@ -215,9 +217,12 @@ class _ResumingWriter(ExperimentWriter):
                 ]
             self._fs.rm_file(self.metrics_file_path)  # rewritten whole at the first save
 
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
         if self._earlier and self.metrics:
-            redone = min((r["epoch"] for r in self.metrics if "epoch" in r), default=math.inf)
+            epochs = [r["epoch"] for r in self.metrics if "epoch" in r]
+            if not epochs and not final:
+                return  # rows without an epoch (a baseline, a learning rate) say nothing yet
+            redone = min(epochs, default=math.inf)
             repeated = {(r["step"], frozenset(r)) for r in self.metrics if "epoch" not in r}
             kept = [
                 r
@@ -231,6 +236,12 @@ class _ResumingWriter(ExperimentWriter):
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's ``CSVLogger`` whose ``metrics.csv`` survives a resume: every epoch once."""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self._experiment.save(final=True)  # whatever is still held back
+        super().finalize(status)
 
     @property
     @rank_zero_experiment
