@@ -149,6 +149,8 @@ def test_regression_end_to_end_through_the_cli(tmp_path):
         image = imread(run_dir / name)
         assert image[..., :3].std() > 0.05  # drawn, not blank
     assert not (run_dir / "confusion_matrix.png").exists()
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "baseline/test_r2" in header and "baseline/test_acc" not in header
     report = (run_dir / "report.md").read_text()
     assert "predicted_vs_true.png" in report and "predicting the training mean" in report
     # eval.py rebuilds the regressor and the table's preprocessing from the checkpoint.

@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from mlplab.callbacks import EpochHistory
+from mlplab.checkpoints import tested_checkpoint
 from mlplab.data.contract import TaskData
 from mlplab.secrets import redact_secrets
 
@@ -83,11 +84,11 @@ class RunRecord(L.Callback):
     # -- fit ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock = time.perf_counter()
-        baseline = _baseline(trainer)
+        metric, baseline = _baseline(trainer)
         for logger in trainer.loggers:
             logger.log_hyperparams(self.config)
             if baseline:
-                logger.log_metrics({f"baseline/{s}_acc": v for s, v in baseline.items()}, step=0)
+                logger.log_metrics({f"baseline/{s}_{metric}": v for s, v in baseline.items()}, 0)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._wall += time.perf_counter() - self._clock
@@ -96,8 +97,7 @@ class RunRecord(L.Callback):
         )
         stopper = trainer.early_stopping_callback
         stopped = stopper is not None and stopper.stopped_epoch > 0
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None else ""
+        best = tested_checkpoint(trainer) or ""
         self.metrics.update(
             {
                 **_best_of(history),
@@ -125,13 +125,11 @@ class RunRecord(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._wall += time.perf_counter() - self._clock
         test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        baseline = _baseline(trainer).get("test")
-        if baseline is not None and "test/acc" in test:  # the majority class
-            test["baseline/test_acc"] = baseline
-            test["margin_points"] = 100 * (test["test/acc"] - baseline)
-        elif baseline is not None and "test/r2" in test:  # predicting the training mean
-            test["baseline/test_r2"] = baseline
-            test["margin_r2"] = test["test/r2"] - baseline
+        metric, baseline = _baseline(trainer)
+        if "test" in baseline and f"test/{metric}" in test:
+            margin, scale = MARGINS[metric]
+            test[f"baseline/test_{metric}"] = baseline["test"]
+            test[margin] = scale * (test[f"test/{metric}"] - baseline["test"])
         self.metrics = {**test, **self.metrics, "wall_s": round(self._wall, 2)}
         if trainer.is_global_zero:  # every DDP rank holds the same metrics; one writes them
             path = self.output_dir / "metrics.json"
@@ -154,25 +152,41 @@ class RunRecord(L.Callback):
         else:
             headline = "test"
         headline += f" (loss {test.pop('loss', math.nan):.4f})"
-        others = ", ".join(f"{k} {_fmt(k, v)}" for k, v in test.items())
+        others = ", ".join(f"{k} {format_metric(k, v)}" for k, v in test.items())
         lines.append(headline + (f", {others}" if others else "") + _epochs_line(m))
-        if "margin_points" in m:
-            lines.append(
-                f"majority-class baseline {100 * m['baseline/test_acc']:.2f}%: "
-                f"the model beats it by {m['margin_points']:.2f} points"
-            )
-        if "margin_r2" in m:
-            lines.append(
-                f"predicting the training mean: R² {m['baseline/test_r2']:.4f}; "
-                f"the model beats it by {m['margin_r2']:.4f}"
-            )
+        lines += baseline_sentences(m)
         files = ", ".join(p.name for p in self.files.values())
         lines.append(f"run dir: {self.output_dir}" + (f" ({files})" if files else ""))
         return "\n".join(lines)
 
 
-def _fmt(key: str, value: float) -> str:
-    return f"{100 * value:.2f}%" if key in ("acc", "error") else f"{value:.4g}"
+# The task's baseline metric -> (the margin's key in the metrics, its scale).
+MARGINS = {"acc": ("margin_points", 100), "r2": ("margin_r2", 1)}
+
+
+def format_metric(key: str, value: float, number: str = ".4g") -> str:
+    """A metric as a person reads it: accuracy and error rate in percent, the rest as
+    numbers (``key`` may carry its split, as in ``val/acc``)."""
+    if key.rsplit("/", 1)[-1] in ("acc", "error"):
+        return f"{100 * value:.2f}%"
+    return format(value, number)
+
+
+def baseline_sentences(m: dict[str, Any], strong: str = "") -> list[str]:
+    """What the model beats: the majority class or the training mean (``strong`` wraps the
+    margin, e.g. ``**`` in markdown)."""
+    lines = []
+    if "margin_points" in m:
+        lines.append(
+            f"majority-class baseline {100 * m['baseline/test_acc']:.2f}%: "
+            f"the model beats it by {strong}{m['margin_points']:.2f} points{strong}"
+        )
+    if "margin_r2" in m:
+        lines.append(
+            f"predicting the training mean: R² {m['baseline/test_r2']:.4f}; "
+            f"the model beats it by {strong}{m['margin_r2']:.4f}{strong}"
+        )
+    return lines
 
 
 def _epochs_line(m: dict[str, Any]) -> str:
@@ -207,6 +221,10 @@ def _checkpoint_epoch(path: str) -> int | None:
     return int(state["epoch"]) + 1
 
 
-def _baseline(trainer: L.Trainer) -> dict[str, float]:
+def _baseline(trainer: L.Trainer) -> tuple[str, dict[str, float]]:
+    """The data's baseline metric (accuracy for classification, R² for regression) and its
+    score per split; none without the data contract."""
     datamodule = trainer.datamodule
-    return datamodule.baseline() if isinstance(datamodule, TaskData) else {}
+    if not isinstance(datamodule, TaskData):
+        return "acc", {}
+    return ("acc" if datamodule.task == "classification" else "r2"), datamodule.baseline()

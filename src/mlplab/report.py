@@ -19,22 +19,21 @@ from torch import Tensor, nn
 
 from mlplab.data.contract import TaskData
 from mlplab.plotting import pyplot, save_figure
-from mlplab.record import RunRecord
+from mlplab.record import RunRecord, baseline_sentences, format_metric
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def predict(net: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """Predicted class of every row of ``x``, on the network's device, in eval mode."""
+    """The outputs for every row of ``x`` (class logits, or values for regression), on the
+    network's device, in eval mode, returned on the CPU."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
-    preds = [
-        net(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)
-    ]
+    outputs = [net(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
     net.train(was_training)
-    return torch.cat(preds)
+    return torch.cat(outputs)
 
 
 def confusion_matrix(labels: Tensor, preds: Tensor, num_classes: int) -> np.ndarray:
@@ -208,9 +207,7 @@ def write_report(
         return str(config.get(group, {}).get("_target_", "?")).rsplit(".", 1)[-1]
 
     scores = ", ".join(
-        f"{k.removeprefix('test/')} {100 * v:.2f}%"
-        if k.endswith("/acc")
-        else f"{k.removeprefix('test/')} {v:.4f}"
+        f"{k.removeprefix('test/')} {format_metric(k, v, '.4f')}"
         for k, v in metrics.items()
         if k.startswith("test/")
     )
@@ -225,16 +222,7 @@ def write_report(
             f"- tested the weights of epoch {tested} (best epoch by val loss "
             f"{metrics.get('best_epoch')}); {stop}"
         )
-    if "margin_points" in metrics:
-        lines.append(
-            f"- majority-class baseline {100 * metrics['baseline/test_acc']:.2f}%: "
-            f"the model beats it by **{metrics['margin_points']:.2f} points**"
-        )
-    if "margin_r2" in metrics:
-        lines.append(
-            f"- predicting the training mean: R² {metrics['baseline/test_r2']:.4f}; "
-            f"the model beats it by **{metrics['margin_r2']:.4f}**"
-        )
+    lines += [f"- {sentence}" for sentence in baseline_sentences(metrics, strong="**")]
     if "val/acc_best" in metrics:
         lines.append(f"- best val accuracy {100 * metrics['val/acc_best']:.2f}%")
     if "num_params" in metrics:
@@ -292,17 +280,13 @@ def _history_table(
     ]
     for row in history:
         mark = " **(tested)**" if row["epoch"] == tested else ""
-        cells = [_cell(k, row.get(k, float("nan"))) for k in keys]
+        cells = [format_metric(k, row.get(k, float("nan")), ".4f") for k in keys]
         lines.append(
             f"| {row['epoch']}{mark} | "
             + " | ".join(cells)
             + f" | {row.get('lr', float('nan')):.3g} | {row.get('epoch_s', float('nan')):.2f} |"
         )
     return [*lines, ""]
-
-
-def _cell(key: str, value: float) -> str:
-    return f"{100 * value:.2f}%" if key.endswith("/acc") else f"{value:.4f}"
 
 
 class RunReport(L.Callback):
@@ -342,22 +326,13 @@ class RunReport(L.Callback):
             )
         if not isinstance(datamodule, TaskData):
             return pictures
-        if datamodule.task == "regression":
-            x, y = datamodule.splits["test"]
-            with torch.no_grad():
-                was_training = pl_module.training
-                pl_module.eval()
-                device = next(pl_module.parameters()).device
-                pred = torch.cat(
-                    [pl_module(x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)]
-                )
-                pl_module.train(was_training)
-            pictures["predicted_vs_true"] = lambda p: plot_predicted_vs_true(y.cpu(), pred, p)
-            pictures["residuals"] = lambda p: plot_residuals(y.cpu(), pred, p)
-            return pictures
         x, y = datamodule.splits["test"]
-        preds = predict(pl_module, x)
-        y = y.cpu()
+        outputs, y = predict(pl_module, x), y.cpu()
+        if datamodule.task == "regression":
+            pictures["predicted_vs_true"] = lambda p: plot_predicted_vs_true(y, outputs, p)
+            pictures["residuals"] = lambda p: plot_residuals(y, outputs, p)
+            return pictures
+        preds = outputs.argmax(1)
         names = datamodule.class_names or [str(i) for i in range(datamodule.num_outputs)]
         pictures["confusion_matrix"] = lambda p: plot_confusion_matrix(
             confusion_matrix(y, preds, len(names)), names, p
