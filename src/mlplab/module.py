@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -66,6 +65,7 @@ class Classifier(CheapHookNames, L.LightningModule):
         net, loss, optimizer, scheduler, metrics = map(
             _plain, (net, loss, optimizer, scheduler, metrics)
         )
+        self._check_parts(loss, metrics)
         input_shape = tuple(input_shape)
         built = [
             name for name, part in (("net", net), ("loss", loss)) if isinstance(part, nn.Module)
@@ -93,6 +93,10 @@ class Classifier(CheapHookNames, L.LightningModule):
         self._steps: dict[str, list[tuple[Tensor, ...]]] = {}
 
     task = "classification"  # the data task this module trains for
+
+    def _check_parts(self, loss: Any, metrics: Any) -> None:
+        """Refuse, in one line, parts that do not fit this module's task (before any is
+        built, so that the message names the config, not a constructor deep inside)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -220,8 +224,6 @@ class Regressor(Classifier):
     task = "regression"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        parts = inspect.signature(Classifier.__init__).bind(self, *args, **kwargs).arguments
-        _check_regression_parts(parts["loss"], parts.get("metrics"))
         super().__init__(*args, **kwargs)
         outputs = max(int(self.hparams.num_outputs), 1)
         self.register_buffer("target_mean", torch.zeros(outputs))
@@ -243,35 +245,29 @@ class Regressor(Classifier):
 
     def null_prediction(self, outputs: Tensor) -> Tensor:
         """What a model that learned nothing predicts: the training mean."""
-        mean = self.target_mean.squeeze(-1) if outputs.ndim == 1 else self.target_mean
-        return mean.expand_as(outputs)
+        # One target: outputs (N,), the mean (1,); several: (N, k) and (k,). Both broadcast.
+        return self.target_mean.expand_as(outputs)
 
     def _standard(self, values: Tensor) -> Tensor:
-        mean, std = self.target_mean, self.target_std
-        if values.ndim == 1:
-            mean, std = mean.squeeze(-1), std.squeeze(-1)
-        return (values - mean) / std
+        return (values - self.target_mean) / self.target_std
+
+    def _check_parts(self, loss: Any, metrics: Any) -> None:
+        """A regression has no class labels: refuse a loss or metrics that need them."""
+        target = loss.get("_target_", "") if isinstance(loss, Mapping) else type(loss).__name__
+        needs_labels = [f"loss ({target.rsplit('.', 1)[-1]})"] if "CrossEntropy" in target else []
+        needs_labels += [
+            f"metrics.{name}"
+            for name, spec in (metrics or {}).items()
+            if spec and ".classification" in str(spec.get("_target_", ""))
+        ]
+        if needs_labels:
+            raise ConfigError(
+                f"a regression task has no class labels, but {' and '.join(needs_labels)} "
+                "need them: use loss=mse (or mae, huber) and metrics=regression"
+            )
 
 
 MODULES = {"classification": "classifier", "regression": "regressor"}
-
-
-def _check_regression_parts(loss: Any, metrics: Any) -> None:
-    """Refuse, in one line, a loss or metrics that need class labels in a regression."""
-    loss_target = loss.get("_target_", "") if isinstance(loss, Mapping) else type(loss).__name__
-    needs_labels = (
-        [f"loss ({loss_target.rsplit('.', 1)[-1]})"] if "CrossEntropy" in loss_target else []
-    )
-    needs_labels += [
-        f"metrics.{name}"
-        for name, spec in (_plain(metrics) or {}).items()
-        if spec and ".classification" in str(spec.get("_target_", ""))
-    ]
-    if needs_labels:
-        raise ConfigError(
-            f"a regression task has no class labels, but {' and '.join(needs_labels)} need "
-            "them: use loss=mse (or mae, huber) and metrics=regression"
-        )
 
 
 def _join(tensors: Sequence[Tensor]) -> Tensor:
