@@ -123,6 +123,13 @@ class TensorDataModule(L.LightningDataModule):
             "val": _to_tensors(x_pool[val], y_pool[val]),
             "test": _to_tensors(*test),
         }
+        self._warn_if_full_batch(n_train)
+        self.input_shape = tuple(self.splits["train"][0].shape[1:])
+        self.num_outputs = int(max(int(y.max()) for _, y in self.splits.values())) + 1
+        if self.class_names is None:
+            self.class_names = [str(i) for i in range(self.num_outputs)]
+
+    def _warn_if_full_batch(self, n_train: int) -> None:
         if self.batch_size >= n_train:
             log.warning(
                 "data.batch_size=%d is not smaller than the %d training examples: each epoch "
@@ -130,10 +137,6 @@ class TensorDataModule(L.LightningDataModule):
                 self.batch_size,
                 n_train,
             )
-        self.input_shape = tuple(self.splits["train"][0].shape[1:])
-        self.num_outputs = int(max(int(y.max()) for _, y in self.splits.values())) + 1
-        if self.class_names is None:
-            self.class_names = [str(i) for i in range(self.num_outputs)]
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(y) for name, (_, y) in self.splits.items()}

@@ -153,13 +153,7 @@ class TableDataModule(TensorDataModule):
         names = self.preprocessing.get("classes")
         self.class_names = names
         self.num_outputs = len(names) if task == "classification" else len(self.targets)
-        if self.batch_size >= len(parts["train"]):
-            log.warning(
-                "data.batch_size=%d is not smaller than the %d training examples: each epoch "
-                "is a single optimizer step",
-                self.batch_size,
-                len(parts["train"]),
-            )
+        self._warn_if_full_batch(len(parts["train"]))
 
     def _task(self, table: pd.DataFrame) -> str:
         """The task: as configured, or detected from the target (the rule is printed)."""
