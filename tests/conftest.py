@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -42,6 +44,23 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
     os.environ.pop("WANDB_API_KEY", None)
+
+
+def run_python(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """A Python command line run from the repo root, as a user runs it; ``env`` values of
+    ``None`` remove the variable."""
+    environ = {**os.environ, **(env or {})}
+    environ = {k: v for k, v in environ.items() if v is not None}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+    )
 
 
 def compose_config(

@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, compose_config
+from conftest import compose_config, run_python
 
 from mlplab.checkpoints import AtomicCheckpointIO
 from mlplab.train import train
@@ -102,13 +101,8 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_stops_the_run_with_one_line_and_no_torn_checkpoint(small_disk):
     run_dir = small_disk / "run"
-    result = subprocess.run(
-        [sys.executable, "train.py", "debug=smoke", f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    result = run_python(
+        "train.py", "debug=smoke", f"hydra.run.dir={run_dir}", env={"HYDRA_FULL_ERROR": "0"}
     )
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]

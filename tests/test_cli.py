@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import REPO, real_data_dir
+from conftest import real_data_dir
+from conftest import run_python as run
 from wandb_records import summary_and_config
 
 QUIET = ["trainer.enable_progress_bar=false"]
-
-
-def run(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a Python command line; ``env`` values of ``None`` remove the variable."""
-    environ = {**os.environ, **(env or {})}
-    environ = {k: v for k, v in environ.items() if v is not None}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=environ
-    )
 
 
 def test_help_lists_the_groups_without_importing_torch():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, REPO
+from conftest import CONF_DIR, REPO, run_python
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from wandb_records import summary_and_config
@@ -205,19 +205,13 @@ def test_ddp_val_and_test_metrics_equal_the_single_process_ones_on_uneven_splits
     uneven = ["data.test_size=999", "data.val_size=499", "trainer=ddp_cpu", "logger=csv"]
     # data.global_batch: 64 in all per step, 32 per process.
     uneven += ["data.global_batch=true", "data.batch_size=64", "trainer.limit_train_batches=1.0"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            *SMOKE,
-            *uneven,
-            f"hydra.run.dir={run_dir}",
-            "trainer.limit_val_batches=1.0",
-            "trainer.limit_test_batches=1.0",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_python(
+        "train.py",
+        *SMOKE,
+        *uneven,
+        f"hydra.run.dir={run_dir}",
+        "trainer.limit_val_batches=1.0",
+        "trainer.limit_test_batches=1.0",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_config
+from conftest import compose_config, run_python
 from matplotlib.image import imread
 
 from mlplab.data.table import TableDataModule
@@ -120,23 +117,16 @@ def test_regression_end_to_end_through_the_cli(tmp_path):
     path = tmp_path / "houses.csv"
     frame.to_csv(path, index=False)
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "experiment=tabular_regression",
-            "data=table",
-            f"data.path={path}",
-            "data.target=price",
-            "trainer.max_epochs=40",
-            *QUIET,
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    result = run_python(
+        "train.py",
+        "experiment=tabular_regression",
+        "data=table",
+        f"data.path={path}",
+        "data.target=price",
+        "trainer.max_epochs=40",
+        *QUIET,
+        f"hydra.run.dir={run_dir}",
+        env={"HYDRA_FULL_ERROR": "0"},
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -155,13 +145,7 @@ def test_regression_end_to_end_through_the_cli(tmp_path):
     assert "predicted_vs_true.png" in report and "predicting the training mean" in report
     # eval.py rebuilds the regressor and the table's preprocessing from the checkpoint.
     eval_dir = tmp_path / "eval"
-    evaluated = subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    evaluated = run_python("eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}")
     assert evaluated.returncode == 0, evaluated.stderr
     again = json.loads((eval_dir / "metrics.json").read_text())
     assert again["test/r2"] == pytest.approx(metrics["test/r2"], abs=1e-5)
