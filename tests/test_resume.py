@@ -153,7 +153,9 @@ def test_resume_accepts_a_run_dir(reference, tmp_path):
 def test_the_printed_resume_command_works_when_pasted_for_an_awkward_run_dir(tmp_path):
     # Spaces, quotes and non-ASCII in the run dir: the command must survive shell and Hydra.
     run_dir = tmp_path / "my run's dir ü"
-    process = start(*RUN, "trainer.max_epochs=2", f'hydra.run.dir="{run_dir}"')
+    # All 4 epochs of RUN: 3 remain after the first checkpoint, so SIGTERM lands in training
+    # (with 2, a fast machine could already be testing, past Lightning's signal handler).
+    process = start(*RUN, f'hydra.run.dir="{run_dir}"')
     wait_for(run_dir / "checkpoints" / "last.ckpt", process)
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
@@ -171,7 +173,7 @@ def test_the_printed_resume_command_works_when_pasted_for_an_awkward_run_dir(tmp
         timeout=300,
     )
     assert pasted.returncode == 0, pasted.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 4
     # The resumed run's Hydra files and log are in its own run dir, not in a new outputs/ dir.
     (resumed_hydra,) = (run_dir / ".hydra").glob("resumed-*")
     assert (resumed_hydra / "overrides.yaml").exists()
