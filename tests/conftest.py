@@ -63,6 +63,15 @@ def run_python(
     )
 
 
+def comparable(metrics: dict) -> dict:
+    """A run's metrics.json but for wall times, the one thing two equal runs may differ in."""
+    keep = {k: v for k, v in metrics.items() if k not in ("wall_s", "history", "best_checkpoint")}
+    keep["history"] = [
+        {k: v for k, v in row.items() if k != "epoch_s"} for row in metrics["history"]
+    ]
+    return keep
+
+
 def compose_config(
     overrides: list[str], output_dir: Path, config_name: str = "train"
 ) -> DictConfig:

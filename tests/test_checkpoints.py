@@ -112,3 +112,18 @@ def test_a_full_disk_stops_the_run_with_one_line_and_no_torn_checkpoint(small_di
     assert all(not name.endswith(".part") for name in leftovers), leftovers
     for name in leftovers:  # whatever checkpoint is there is whole
         torch.load(run_dir / "checkpoints" / name, weights_only=True)
+
+
+def test_a_run_dir_resumes_from_its_newer_checkpoint_interrupted_or_last(tmp_path):
+    from mlplab.runs import find_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert find_checkpoint(tmp_path) == folder / "last.ckpt"  # none yet: the error names it
+    for name, mtime in (("last.ckpt", 100), ("interrupted.ckpt", 200), ("best.ckpt", 300)):
+        (folder / name).write_bytes(b"")
+        os.utime(folder / name, (mtime, mtime))
+    assert find_checkpoint(tmp_path) == folder / "interrupted.ckpt"
+    os.utime(folder / "last.ckpt", (400, 400))  # a later epoch ended after an old interruption
+    assert find_checkpoint(tmp_path) == folder / "last.ckpt"
+    assert find_checkpoint(tmp_path, "best.ckpt") == folder / "best.ckpt"

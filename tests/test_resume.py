@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, comparable
 
 pytestmark = pytest.mark.slow  # real processes, real signals: a minute or so
 
@@ -50,15 +50,6 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         assert process.poll() is None, "the run ended before the file appeared"
         assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.02)
-
-
-def comparable(metrics: dict) -> dict:
-    """Everything but wall times, which are the one thing allowed to differ."""
-    keep = {k: v for k, v in metrics.items() if k not in ("wall_s", "history", "best_checkpoint")}
-    keep["history"] = [
-        {k: v for k, v in row.items() if k != "epoch_s"} for row in metrics["history"]
-    ]
-    return keep
 
 
 def epoch_rows(run_dir: Path) -> dict[tuple[int, str], str]:

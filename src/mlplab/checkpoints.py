@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,8 +24,14 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.errors import CheckpointError, RunInterrupted
+from mlplab.errors import CheckpointError, JobRequeued, RunInterrupted
 from mlplab.runs import find_checkpoint, resume_command
+from mlplab.slurm import (
+    RequeueOnSignal,
+    requeued_by_slurm,
+    requeued_checkpoint,
+    restart_count,
+)
 
 CONFIG_KEY = "mlplab_config"
 WANDB_ID_KEY = "mlplab_wandb_run_id"
@@ -61,8 +68,10 @@ def _as_tuples(value: Any) -> Any:
 class RunStateInCheckpoint(L.Callback):
     """Write the run config, W&B run id and RNG states into every checkpoint; restore the RNGs.
 
-    On Ctrl-C or SIGTERM (which SLURM sends before preemption) it also saves
-    ``interrupted.ckpt`` next to the other checkpoints, so no finished batch is lost.
+    On Ctrl-C or SIGTERM (``scancel``, preemption) it also saves ``interrupted.ckpt`` next to
+    the other checkpoints, so no finished batch is lost. Under SLURM the requeue signal does
+    the same and then requeues the job, which continues from that checkpoint by itself
+    (:mod:`mlplab.slurm`).
 
     Args:
         config: the run config to store (secrets redacted: see :mod:`mlplab.secrets`).
@@ -77,23 +86,38 @@ class RunStateInCheckpoint(L.Callback):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.interrupted_checkpoint: Path | None = None
         self.interrupted_epoch = 0
+        self.requeue_signal = RequeueOnSignal()
 
     @contextmanager
     def resume_hint(self) -> Iterator[None]:
         """Turn Ctrl-C or SIGTERM during the block into :class:`RunInterrupted`, whose one line
-        says how to resume from the saved ``interrupted.ckpt``."""
+        says how to resume from the saved ``interrupted.ckpt``; requeue a SLURM job that got
+        the requeue signal."""
         try:
             yield
-        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning: Ctrl-C/SIGTERM -> exit(1)
+        except (KeyboardInterrupt, SIGTERMException) as exc:  # Lightning: SIGTERM -> exit(1)
             if self.interrupted_checkpoint is None:
                 raise
             sigterm = isinstance(exc, SIGTERMException)
             signal_name, code = ("SIGTERM", 143) if sigterm else ("Ctrl-C", 130)
+            received = self.requeue_signal.received
+            if received is not None:
+                signal_name = signal.Signals(received).name
+            stopped = f"training interrupted by {signal_name} in epoch {self.interrupted_epoch}"
+            if received is not None or (sigterm and requeued_by_slurm()):
+                # submitit's requeue does not return: it resubmits the job and exits
+                requeued = self.requeue_signal.requeue(self.interrupted_checkpoint)
+                raise JobRequeued(f"{stopped}; checkpoint saved, {requeued}", code) from None
             raise RunInterrupted(
-                f"training interrupted by {signal_name} in epoch {self.interrupted_epoch}; "
-                f"checkpoint saved, resume with: {resume_command(self.interrupted_checkpoint)}",
+                f"{stopped}; checkpoint saved, "
+                f"resume with: {resume_command(self.interrupted_checkpoint)}",
                 exit_code=code,
             ) from None
+        finally:
+            self.requeue_signal.uninstall()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.requeue_signal.install()  # now: Lightning has set up its SIGTERM handling
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -209,6 +233,22 @@ def check_compatible(
         raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems))
 
 
+def continued_config(cfg: DictConfig) -> DictConfig:
+    """The config to run: ``cfg``, or, to continue a run, the config stored in its checkpoint:
+    with ``ckpt_path`` set, or in a SLURM job that was requeued after it saved a checkpoint
+    in its own run dir (never another run's)."""
+    if not cfg.get("ckpt_path"):
+        checkpoint = requeued_checkpoint(cfg.output_dir)
+        if checkpoint is None:
+            return cfg
+        cfg = cfg.copy()
+        cfg.ckpt_path = str(checkpoint)
+        print(f"SLURM requeued this job (restart {restart_count()}): continuing it")
+    resumed = resume_config(cfg)
+    print(f"resuming {resumed.output_dir} from {resumed.ckpt_path} with the config stored in it")
+    return resumed
+
+
 def resume_config(cfg: DictConfig) -> DictConfig:
     """The config to continue a run from ``cfg.ckpt_path``: a checkpoint, a run dir, or
     ``last`` (the newest ``last.ckpt`` under ``outputs/``, i.e. the latest run).
@@ -216,7 +256,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     It is the checkpoint's own config, so the run continues exactly as it started, in its own
     output dir and, when it logged to W&B, in the same W&B run.
     """
-    path = find_checkpoint(cfg.ckpt_path, "last.ckpt")
+    path = find_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(path)
     resumed = run_config(checkpoint, path)
     resumed.ckpt_path = str(path)

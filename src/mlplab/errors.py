@@ -29,6 +29,10 @@ class RunInterrupted(MlplabError):
         self.exit_code = exit_code
 
 
+class JobRequeued(RunInterrupted):
+    """A SLURM job stopped to be requeued: it continues from its checkpoint when it restarts."""
+
+
 class TrackingError(MlplabError):
     """An experiment tracker (W&B) cannot be used as configured."""
 

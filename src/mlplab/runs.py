@@ -15,10 +15,21 @@ from omegaconf import OmegaConf
 
 from mlplab.errors import CheckpointError
 
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")  # written after every epoch / on a signal
 
-def find_checkpoint(ckpt_path: str | Path, in_run_dir: str = "last.ckpt") -> Path:
-    """``ckpt_path`` as a checkpoint file: itself, the checkpoint ``in_run_dir`` of a run dir,
-    or for ``last`` the newest ``last.ckpt`` under ``outputs/`` (the latest run)."""
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's checkpoint to continue from: the more recent of ``last.ckpt`` and
+    ``interrupted.ckpt`` (both written atomically, so complete), or None."""
+    found = [Path(run_dir) / "checkpoints" / name for name in RESUMABLE]
+    found = [path for path in found if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
+
+
+def find_checkpoint(ckpt_path: str | Path, in_run_dir: str | None = None) -> Path:
+    """``ckpt_path`` as a checkpoint file: itself, the checkpoint ``in_run_dir`` of a run dir
+    (by default its newest one to resume from), or for ``last`` the newest ``last.ckpt``
+    under ``outputs/`` (the latest run)."""
     if str(ckpt_path) == "last":
         candidates = sorted(
             Path("outputs").glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
@@ -29,7 +40,11 @@ def find_checkpoint(ckpt_path: str | Path, in_run_dir: str = "last.ckpt") -> Pat
             )
         return candidates[-1].resolve()
     path = Path(ckpt_path).expanduser()
-    return path / "checkpoints" / in_run_dir if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    if in_run_dir is None:
+        return newest_checkpoint(path) or path / "checkpoints" / RESUMABLE[0]
+    return path / "checkpoints" / in_run_dir
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:

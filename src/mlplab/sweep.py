@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,18 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def record_failure(output_dir: str | Path, error: BaseException) -> Path:
-    """Write ``failure.json`` (error type and one-line message) into a failed job's dir."""
+def in_submitit_job() -> bool:
+    """Whether this process is a job that hydra-submitit-launcher started (on SLURM or not)."""
+    return "SUBMITIT_FOLDER" in os.environ
+
+
+def record_failure(output_dir: str | Path, error: BaseException, status: str = "failed") -> Path:
+    """Write ``failure.json`` (status, error type and one-line message) into a job's dir."""
     path = Path(output_dir) / FAILURE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     message = (str(error).strip().splitlines() or [""])[0]
     path.write_text(
-        json.dumps({"status": "failed", "error": f"{type(error).__name__}: {message}"}, indent=2)
+        json.dumps({"status": status, "error": f"{type(error).__name__}: {message}"}, indent=2)
     )
     return path
 
@@ -77,7 +84,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 doctor=" ".join(f["check"] for f in metrics.get("doctor", [])),
             )
         elif (job / FAILURE_FILE).exists():
-            row.update(status="failed", error=json.loads((job / FAILURE_FILE).read_text())["error"])
+            failure = json.loads((job / FAILURE_FILE).read_text())
+            row.update(status=failure.get("status", "failed"), error=failure["error"])
         rows.append(row)
     return rows
 
@@ -107,9 +115,10 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 
 def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "incomplete")}
+    counts = Counter(r["status"] for r in rows)
+    shown = ["ok", "failed", "incomplete"] + ["interrupted"] * bool(counts["interrupted"])
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    summary = ", ".join(f"{counts[status]} {status}" for status in shown)
     lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs: {summary}."]
     if ok:
         best = max(ok, key=lambda r: r["val_acc_best"])
@@ -156,7 +165,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, log_params: dict[str, bool]) -
     )
     swept = swept or ["job"]
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
     best = max(ok, key=lambda r: r["val_acc_best"]) if ok else None
     accs = [r["val_acc_best"] for r in ok] or [0.0]
     floor = min(accs) - 0.08 * (max(accs) - min(accs) or 1.0)  # where failed jobs are drawn

@@ -188,7 +188,12 @@ def finishing(loggers: list) -> Iterator[None]:
     finally:
         for logger in loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                logger.experiment.finish(exit_code=1 if failed else 0)
+                try:
+                    logger.experiment.finish(exit_code=1 if failed else 0)
+                except Exception as exc:  # e.g. scancel: SLURM's SIGTERM reached W&B's service
+                    if not failed:
+                        raise
+                    log.warning(f"W&B run not finished cleanly ({type(exc).__name__}: {exc})")
 
 
 def _csv_value(text: str) -> float | int:

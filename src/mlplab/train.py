@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
 from mlplab.callbacks import EpochHistory
-from mlplab.checkpoints import RunStateInCheckpoint, resume_config, tested_checkpoint
+from mlplab.checkpoints import RunStateInCheckpoint, continued_config, tested_checkpoint
 from mlplab.config import check_accelerator, validate_config
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
@@ -32,11 +32,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Seed, build, fit, test the best checkpoint; return the metrics (also in metrics.json).
 
     With ``ckpt_path`` set, the run that wrote that checkpoint continues instead, with the
-    config stored in it, in its own output dir (and W&B run).
+    config stored in it, in its own output dir (and W&B run); so does a requeued SLURM job.
     """
-    if cfg.get("ckpt_path"):
-        cfg = resume_config(cfg)
-        print(f"resuming {cfg.output_dir} from {cfg.ckpt_path} with the config stored in it")
+    cfg = continued_config(cfg)  # ckpt_path=..., or a requeued SLURM job's own checkpoint
     validate_config(cfg)  # again here: tests and sweepers call train() directly
     check_accelerator(cfg.trainer)
     configure_threads(cfg)
@@ -60,7 +58,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [record, EpochHistory(), run_state, *instantiate_each(cfg.callbacks)]
     trainer = make_trainer(cfg.trainer, callbacks, loggers, output_dir)
 
-    with finishing(loggers), run_state.resume_hint():
+    # Loggers finish first: a requeued SLURM job is killed as soon as it is requeued.
+    with run_state.resume_hint(), finishing(loggers):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         trainer.test(
             module, datamodule=datamodule, ckpt_path=tested_checkpoint(trainer), verbose=False

@@ -1,0 +1,202 @@
+"""Running under SLURM: requeued jobs that resume by themselves, and sweeps that report states.
+
+What each signal does to a training job under SLURM (README "On a SLURM cluster"):
+
+- the **requeue signal**: SIGUSR2, which hydra-submitit-launcher asks SLURM to send
+  ``signal_delay_s`` before the time limit, or SIGUSR1 (Lightning's, for a plain ``sbatch
+  --signal=USR1@90 --requeue``). Training stops after the current batch, ``interrupted.ckpt``
+  is saved, and the job is requeued: by submitit's own handler (which resubmits the same Hydra
+  job) or else by ``scontrol requeue``. The restarted job finds its own run dir's newest
+  checkpoint and continues from it (:func:`requeued_checkpoint`).
+- **SIGTERM** (``scancel``, or preemption without requeue): training stops after the current
+  batch, ``interrupted.ckpt`` is saved, and the job's log names the command that resumes it.
+- ``scontrol requeue`` of a running job kills it (SIGTERM, then SIGKILL): the restarted job
+  continues from the newest checkpoint that was complete.
+
+Light to import (no torch): Hydra instantiates :class:`SlurmJobStates` at startup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def slurm_job_id() -> str | None:
+    """This process's SLURM job id (``<array job>_<task>`` for an array task), else None."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def restart_count() -> int:
+    """How many times SLURM has requeued this job (0 outside SLURM or on the first start)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def requeued_checkpoint(output_dir: str | Path) -> Path | None:
+    """For a job SLURM has requeued: the newest checkpoint in its own run dir to continue
+    from, if it wrote one before it stopped. Checkpoints are written atomically, so each one
+    present is complete; of ``interrupted.ckpt`` (saved on the signal) and ``last.ckpt``
+    (saved after every epoch) the more recent is taken."""
+    if slurm_job_id() is None or restart_count() == 0:
+        return None
+    from mlplab.runs import newest_checkpoint  # light, but only needed here
+
+    return newest_checkpoint(output_dir)
+
+
+class RequeueOnSignal:
+    """Under SLURM, turn the requeue signal into a clean stop, a checkpoint and a requeue.
+
+    Used by :class:`~mlplab.checkpoints.RunStateInCheckpoint` while ``fit`` runs: the signal
+    is re-sent to this process as SIGTERM, on which Lightning stops at the next batch
+    boundary (never in the middle of an optimizer step) and ``interrupted.ckpt`` is saved.
+    Then :meth:`requeue` hands over to the handler that was there before (submitit's, which
+    resubmits the job and exits), or requeues the job itself with ``scontrol requeue``.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if slurm_job_id() is None or self._previous:
+            return
+        try:
+            for signum in REQUEUE_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        except ValueError:  # not the main thread: signals cannot be handled here
+            self._previous.clear()
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.warning(
+            f"{signal.Signals(signum).name}: stopping after this batch to save a checkpoint "
+            "and requeue the job"
+        )
+        self.received = signum
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's graceful stop at a batch boundary
+
+    def requeue(self, checkpoint: Path) -> str:
+        """Requeue this job after its checkpoint was saved; returns what was done (one line).
+        submitit's handler does not return: it resubmits the job and exits the process."""
+        signum, previous = self.received, self._previous.get(self.received)
+        self.uninstall()
+        job = slurm_job_id()
+        if signum is None:  # SIGTERM from SLURM itself: `scontrol requeue`, preemption
+            return f"SLURM requeued job {job}: it continues from {checkpoint} when it restarts"
+        if callable(previous):
+            log.warning(f"checkpoint saved, {checkpoint}: submitit requeues SLURM job {job}")
+            previous(signum, None)
+        done = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["scontrol failed"])[-1]
+            return f"could not requeue SLURM job {job} ({reason})"
+        return f"SLURM job {job} requeued: it continues from {checkpoint} when it restarts"
+
+
+class SlurmJobStates(HydraCallback):
+    """A ``hydra/launcher=submitit_slurm`` sweep reports each job's state once, when it
+    changes, and reads the states from ``squeue`` where SLURM keeps no accounting database
+    (``sacct`` fails). Without this, submitit warns "Bypassing sacct error ... status may be
+    inaccurate" three times at every poll."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if not launcher.endswith("submitit_launcher.SlurmLauncher"):
+            return
+        import submitit
+
+        submitit.SlurmJob.watcher = _job_watcher()  # shared by all SlurmJobs; none exists yet
+
+
+def _job_watcher() -> Any:
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class JobWatcher(SlurmInfoWatcher):
+        """submitit's job watcher, with squeue standing in for a failing sacct, and the
+        state changes logged."""
+
+        def __init__(self, delay_s: int = 60) -> None:
+            super().__init__(delay_s=delay_s)
+            self.use_squeue = not _sacct_works()
+            self.reported: dict[str, str] = {}
+            if self.use_squeue:
+                log.info("sacct has no accounting database here: job states come from squeue")
+
+        def _make_command(self) -> list[str] | None:
+            command = super()._make_command()
+            if command is None or not self.use_squeue:
+                return command
+            # All of this user's jobs: `-j` fails outright once one id has left squeue.
+            return ["squeue", "--me", "--noheader", "--states=all", "-o", "%i|%T|%N"]
+
+        def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+            if self.use_squeue:
+                text = string.decode() if isinstance(string, bytes) else string
+                string = "JobID|State|NodeList\n" + text
+            info = super().read_info(string)
+            arrays = {job_id.split("_")[0] for job_id in info if "_" in job_id}
+            if self.use_squeue:  # squeue forgets ended jobs (MinJobAge): an ended job is done
+                for job_id in self._registered - self._finished - info.keys() - arrays:
+                    info[job_id] = {"State": "ENDED"}
+            for job_id in sorted((self._registered & info.keys()) - arrays):
+                state = info[job_id].get("State", "UNKNOWN").split(" ")[0]
+                if self.reported.get(job_id) != state:
+                    self.reported[job_id] = state
+                    node = info[job_id].get("NodeList")
+                    log.info(f"SLURM job {job_id}: {state}" + (f" on {node}" if node else ""))
+            return info
+
+    return JobWatcher(delay_s=600)
+
+
+def requeued_by_slurm() -> bool:
+    """Whether SLURM is requeueing this job right now (``scontrol requeue``, preemption in
+    requeue mode), so that its SIGTERM is no cancellation: SLURM counts the restart before
+    it signals the job."""
+    job = slurm_job_id()
+    if job is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    restarts = re.search(r"\bRestarts=(\d+)", done.stdout)
+    return restarts is not None and int(restarts.group(1)) > restart_count()
+
+
+def _sacct_works() -> bool:
+    try:
+        done = subprocess.run(
+            ["sacct", "--noheader", "-j", "1"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
