@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mlplab.cli import run_task
+from mlplab.speedups import exit_without_teardown
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -12,4 +13,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_without_teardown(main)  # skips ~0.7 s of interpreter teardown: see mlplab.speedups

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mlplab.cli import run_task  # light: torch and Lightning load only once the config is valid
+from mlplab.speedups import exit_without_teardown
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -19,4 +20,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_without_teardown(main)  # skips ~0.7 s of interpreter teardown: see mlplab.speedups

@@ -18,7 +18,9 @@ Seconds per epoch: per round, the median of the epochs after the first; then the
 rounds. Ratios are taken within each round, and their median is printed beside each round's.
 An epoch is all of it: training, validation, and for the Lightning setups the epoch-end hooks,
 logging and checkpointing too (timed from one epoch's start to the next). Then whole processes
-are timed: `python train.py --help`, and with --full-run a complete 30-epoch lesson run.
+are timed: `python train.py --help`, and with --full-run: the fixed cost of a run (wall
+minus its fit and test loops minus importing the stack), the 30-epoch lesson run against
+benchmarks/plain_lesson.py (3 alternating pairs), and an 8-job sweep's throughput.
 
     python benchmarks/bench.py --data-dir path/to/mnist [--epochs 4] [--rounds 4] [--full-run]
 """
@@ -26,6 +28,7 @@ are timed: `python train.py --help`, and with --full-run a complete 30-epoch les
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -339,15 +342,84 @@ def main() -> None:
         f"\nprocess: python train.py --help  {time_process('train.py', '--help', repeat=3):.2f} s"
     )
     if args.full_run:
-        wall = time_process(
-            "train.py",
-            "experiment=lesson",
-            f"data.data_dir={args.data_dir}",
-            f"trainer.accelerator={args.accelerator}",
-            "hydra.run.dir=outputs/bench_full_run",
-        )
-        print(f"process: full 30-epoch lesson run (W&B offline + CSV)  {wall:.1f} s")
+        with tempfile.TemporaryDirectory() as tmp:
+            whole_processes(args, Path(tmp))
 
+
+# What importing the stack costs, whoever imports it: the floor under any run's start.
+IMPORT_LINE = "import lightning.pytorch, torchmetrics, wandb, hydra, matplotlib.pyplot"
+GRID = ["optimizer=sgd,momentum,adam,adamw", "regularization.dropout=0.0,0.3"]
+
+
+def fit_seconds(run_dir: Path) -> float:
+    """A run's own fit and test loops (metrics.json ``wall_s``)."""
+    return json.loads((run_dir / "metrics.json").read_text())["wall_s"]
+
+
+def whole_processes(args: argparse.Namespace, tmp: Path) -> None:
+    """Whole processes: fixed cost of a run, the lesson run against a plain script, sweeps."""
+    imports = time_process("-c", IMPORT_LINE, repeat=3)
+    print(f"\nprocess: {IMPORT_LINE}  {imports:.2f} s")
+
+    # Fixed cost: everything a run does besides importing the stack and its own fit/test loops.
+    startup = {}
+    for label, overrides, target in (
+        ("default run", [], 1.0),
+        ("debug=smoke", ["debug=smoke"], 0.5),
+    ):
+        walls, fits = [], []
+        for i in range(3):
+            run_dir = tmp / f"fixed-{len(overrides)}-{i}"
+            walls.append(time_process("train.py", *overrides, f"hydra.run.dir={run_dir}"))
+            fits.append(fit_seconds(run_dir))
+        wall, fit = statistics.median(walls), statistics.median(fits)
+        startup[label] = wall - fit
+        print(
+            f"fixed cost, {label}: wall {wall:.2f} - fit {fit:.2f} - imports {imports:.2f} "
+            f"= {wall - fit - imports:.2f} s  target <= {target}"
+        )
+
+    # The 30-epoch lesson, process against process, alternating pairs.
+    lesson = ["experiment=lesson", f"data.data_dir={args.data_dir}"]
+    ratios = []
+    for i in range(3):
+        pair = {}
+        for name in ("plain", "mlplab") if i % 2 == 0 else ("mlplab", "plain"):
+            if name == "plain":
+                script = "benchmarks/plain_lesson.py"
+                pair[name] = time_process(script, "--data-dir", args.data_dir)
+            else:
+                pair[name] = time_process("train.py", *lesson, f"hydra.run.dir={tmp}/lesson-{i}")
+        ratios.append(pair["mlplab"] / pair["plain"])
+        print(f"process: lesson, plain {pair['plain']:.1f} s, mlplab {pair['mlplab']:.1f} s")
+    print(
+        f"process: mlplab / plain lesson = {statistics.median(ratios):.2f}x  "
+        f"(pairs: {' '.join(f'{r:.2f}' for r in ratios)})  target <= 1.30"
+    )
+
+    # Sweep throughput: the 8-job grid on the bundled digits, in one process and two at once.
+    for label, launcher in (
+        ("one process", []),
+        ("one process, no per-job pictures (callbacks.report=null)", ["callbacks.report=null"]),
+        ("joblib n_jobs=2", JOBLIB),
+    ):
+        sweep_dir = tmp / f"sweep-{len(launcher)}"
+        wall = time_process("train.py", "-m", *GRID, *launcher, f"hydra.sweep.dir={sweep_dir}")
+        jobs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+        fits = sum(fit_seconds(job) for job in jobs)
+        extra = (wall - startup["default run"] - fits) / len(jobs)
+        line = (
+            f"sweep, {len(jobs)} jobs, {label}: {wall:.1f} s, {60 * len(jobs) / wall:.1f} jobs/min"
+        )
+        if launcher != JOBLIB:  # jobs one after the other: what each costs beyond its fit
+            line += (
+                f"; jobs' fit {fits:.1f} s; beyond one startup and the fits {extra:.2f} s a job"
+                "  target <= 0.5"
+            )
+        print(line)
+
+
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 if __name__ == "__main__":
     main()

@@ -127,3 +127,31 @@ def test_epoch_loss_is_the_mean_over_examples_with_an_uneven_last_batch(tmp_path
     expected_acc = float((logits.argmax(1) == y).float().mean())
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected_loss, rel=1e-6)
     assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(expected_acc)
+
+
+def test_callbacks_keep_their_own_batch_hooks_and_lose_only_the_no_ops():
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from mlplab.speedups import skip_unused_batch_hooks
+
+    class CountSteps(L.Callback):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_train_batch_end(self, *args) -> None:
+            self.steps += 1
+
+    counter = CountSteps()
+    skip_unused_batch_hooks([counter])
+    assert counter.on_before_backward is None and counter.on_train_batch_start is None
+    assert callable(counter.on_train_batch_end) and callable(counter.on_train_epoch_end)
+    trainer = L.Trainer(
+        max_steps=5,
+        callbacks=[counter],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    assert counter.steps == 5

@@ -422,8 +422,8 @@ class TrainingDoctor(L.Callback):
         grads = [
             p.grad for name, p in pl_module.named_parameters() if p.ndim > 1 and p.grad is not None
         ]
-        if grads:
-            self._grads.append(torch.stack([g.detach().norm() for g in grads]))
+        if grads:  # one fused kernel for all layers (as clip_grad_norm_ does)
+            self._grads.append(torch.stack(torch._foreach_norm(grads)).detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The epoch's one host copy of the doctor's signals.

@@ -25,6 +25,7 @@ from mlplab.checkpoints import RunStateInCheckpoint, continued_config, tested_ch
 from mlplab.config import check_accelerator, validate_config
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
+from mlplab.speedups import skip_unused_batch_hooks
 from mlplab.tracking import finishing, wandb_run_id
 
 
@@ -74,9 +75,11 @@ def make_trainer(
     configured bar is dropped rather than have Lightning refuse the combination."""
     if not trainer_cfg.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return instantiate(
+    trainer = instantiate(
         trainer_cfg, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir
     )
+    skip_unused_batch_hooks(trainer.callbacks)  # ~4% of an epoch: see mlplab.speedups
+    return trainer
 
 
 def configure_threads(cfg: DictConfig) -> None:
