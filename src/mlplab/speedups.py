@@ -55,19 +55,20 @@ def exit_without_teardown(main: Callable[[], object]) -> None:
     After the last line of a run, CPython frees every module and object one by one: with
     torch, Lightning, W&B and matplotlib loaded that takes 0.6-0.8 s on a 2-core CPU, 10% of
     the default run's wall time, for nothing (the OS frees the memory at once). So on
-    success the shutdown is done by hand, in the interpreter's order: other non-daemon
-    threads are joined, the ``atexit`` handlers run (W&B's, logging's flush and close, ...),
-    stdout and stderr are flushed, and the process exits with status 0. A failure (an
-    exception, a non-zero ``SystemExit``) ends the usual way, with its traceback and status.
+    success the ``atexit`` handlers run (W&B's, logging's flush and close, ...), stdout and
+    stderr are flushed, and the process exits with status 0. The usual way is kept for a
+    failure (an exception, a non-zero ``SystemExit``: its traceback and status) and while
+    another non-daemon thread runs (joblib's workers' managers, say), which the interpreter
+    would join, in its own order, before the handlers.
     """
     try:
         main()
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(not thread.daemon for thread in others):
+        return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
