@@ -26,10 +26,11 @@ SETUP = Path(
     os.environ.get("MLPLAB_SLURM_SETUP", REPO.parent / "shared/slurm/start-local-slurm.sh")
 )
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.mem_gb=2"]
-# Small batches give long epochs (219 steps on the bundled digits): time to land a signal.
+# Small batches give long epochs (219 steps on the bundled digits), and after the signal
+# lands (once epoch 1 is saved) 5 epochs are left: room for SLURM's signal path on any machine.
 LONG_EPOCHS = [
     "data.batch_size=16",
-    "trainer.max_epochs=4",
+    "trainer.max_epochs=6",
     "trainer.enable_progress_bar=false",
 ]
 
