@@ -77,7 +77,12 @@ class RequeueOnSignal:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
-        if slurm_job_id() is None or self._previous:
+        # Several tasks (DDP across SLURM tasks) each get the signal, and a stop that each
+        # rank decides on its own can leave the others waiting in a collective: there the
+        # signal goes straight to submitit (or Lightning), which requeues at once, and the
+        # job resumes from last.ckpt, the last finished epoch.
+        tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+        if slurm_job_id() is None or tasks > 1 or self._previous:
             return
         try:
             for signum in REQUEUE_SIGNALS:
@@ -106,9 +111,12 @@ class RequeueOnSignal:
         job = slurm_job_id()
         if signum is None:  # SIGTERM from SLURM itself: `scontrol requeue`, preemption
             return f"SLURM requeued job {job}: it continues from {checkpoint} when it restarts"
-        if callable(previous):
+        if callable(previous):  # submitit's: the first task requeues and exits, others return
             log.warning(f"checkpoint saved, {checkpoint}: submitit requeues SLURM job {job}")
             previous(signum, None)
+            return f"submitit requeues SLURM job {job}"
+        if os.environ.get("SLURM_PROCID", "0") != "0":  # one requeue per job, not per task
+            return f"SLURM job {job} is requeued by its first task"
         done = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["scontrol failed"])[-1]
