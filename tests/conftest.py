@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,15 @@ def run_python(
         timeout=timeout,
         env=environ,
     )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait until ``path`` exists while ``process`` runs (a checkpoint, say), then return."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the process ended before the file appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
 
 
 def comparable(metrics: dict) -> dict:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, comparable
+from conftest import REPO, comparable, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, real signals: a minute or so
 
@@ -42,14 +42,6 @@ def start(*args: str) -> subprocess.Popen:
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=300)
     return process.returncode, out, err
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, "the run ended before the file appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
 
 
 def epoch_rows(run_dir: Path) -> dict[tuple[int, str], str]:

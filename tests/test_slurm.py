@@ -14,11 +14,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, comparable, run_python
+from conftest import REPO, comparable, run_python, wait_for
 
 pytestmark = pytest.mark.slow  # each test queues real SLURM jobs: 10 s to a minute
 
@@ -133,12 +132,16 @@ def test_ddp_across_two_slurm_tasks_matches_the_same_ddp_run_outside_slurm(tmp_p
     assert comparable(slurm_metrics) == comparable(local)
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, "the sweep ended before the file appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
+def start_sweep(sweep_dir: Path) -> subprocess.Popen:
+    """A one-job SLURM sweep with long epochs, running in the background."""
+    command = ["train.py", "-m", *SLURM, "hydra.launcher.cpus_per_task=2", *LONG_EPOCHS]
+    return subprocess.Popen(
+        [sys.executable, *command, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,14 +154,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> Non
 )
 def test_a_requeued_job_resumes_from_its_own_checkpoint_with_identical_metrics(interrupt, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    command = ["train.py", "-m", *SLURM, "hydra.launcher.cpus_per_task=2", *LONG_EPOCHS]
-    process = subprocess.Popen(
-        [sys.executable, *command, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_sweep(sweep_dir)
     wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)  # epoch 1 is done
     subprocess.run([*interrupt, submitit_folder(sweep_dir, "0").name], check=True)
     _, err = process.communicate(timeout=400)
@@ -179,14 +175,7 @@ def test_a_requeued_job_resumes_from_its_own_checkpoint_with_identical_metrics(i
 
 def test_a_cancelled_job_leaves_a_checkpoint_and_its_log_names_the_resume_command(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    command = ["train.py", "-m", *SLURM, "hydra.launcher.cpus_per_task=2", *LONG_EPOCHS]
-    process = subprocess.Popen(
-        [sys.executable, *command, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_sweep(sweep_dir)
     wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)
     subprocess.run(["scancel", submitit_folder(sweep_dir, "0").name], check=True)
     _, err = process.communicate(timeout=300)
