@@ -349,6 +349,7 @@ def main() -> None:
 # What importing the stack costs, whoever imports it: the floor under any run's start.
 IMPORT_LINE = "import lightning.pytorch, torchmetrics, wandb, hydra, matplotlib.pyplot"
 GRID = ["optimizer=sgd,momentum,adam,adamw", "regularization.dropout=0.0,0.3"]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
 def fit_seconds(run_dir: Path) -> float:
@@ -363,13 +364,12 @@ def whole_processes(args: argparse.Namespace, tmp: Path) -> None:
 
     # Fixed cost: everything a run does besides importing the stack and its own fit/test loops.
     startup = {}
-    for label, overrides, target in (
-        ("default run", [], 1.0),
-        ("debug=smoke", ["debug=smoke"], 0.5),
+    for k, (label, overrides, target) in enumerate(
+        (("default run", [], 1.0), ("debug=smoke", ["debug=smoke"], 0.5))
     ):
         walls, fits = [], []
         for i in range(3):
-            run_dir = tmp / f"fixed-{len(overrides)}-{i}"
+            run_dir = tmp / f"fixed-{k}-{i}"
             walls.append(time_process("train.py", *overrides, f"hydra.run.dir={run_dir}"))
             fits.append(fit_seconds(run_dir))
         wall, fit = statistics.median(walls), statistics.median(fits)
@@ -380,16 +380,19 @@ def whole_processes(args: argparse.Namespace, tmp: Path) -> None:
         )
 
     # The 30-epoch lesson, process against process, alternating pairs.
-    lesson = ["experiment=lesson", f"data.data_dir={args.data_dir}"]
     ratios = []
     for i in range(3):
-        pair = {}
-        for name in ("plain", "mlplab") if i % 2 == 0 else ("mlplab", "plain"):
-            if name == "plain":
-                script = "benchmarks/plain_lesson.py"
-                pair[name] = time_process(script, "--data-dir", args.data_dir)
-            else:
-                pair[name] = time_process("train.py", *lesson, f"hydra.run.dir={tmp}/lesson-{i}")
+        commands = {
+            "plain": ["benchmarks/plain_lesson.py", "--data-dir", args.data_dir],
+            "mlplab": [
+                "train.py",
+                "experiment=lesson",
+                f"data.data_dir={args.data_dir}",
+                f"hydra.run.dir={tmp}/lesson-{i}",
+            ],
+        }
+        order = list(commands) if i % 2 == 0 else list(reversed(commands))
+        pair = {name: time_process(*commands[name]) for name in order}
         ratios.append(pair["mlplab"] / pair["plain"])
         print(f"process: lesson, plain {pair['plain']:.1f} s, mlplab {pair['mlplab']:.1f} s")
     print(
@@ -398,28 +401,28 @@ def whole_processes(args: argparse.Namespace, tmp: Path) -> None:
     )
 
     # Sweep throughput: the 8-job grid on the bundled digits, in one process and two at once.
-    for label, launcher in (
-        ("one process", []),
-        ("one process, no per-job pictures (callbacks.report=null)", ["callbacks.report=null"]),
-        ("joblib n_jobs=2", JOBLIB),
+    for k, (label, overrides) in enumerate(
+        (
+            ("one process", []),
+            ("one process, no per-job pictures (callbacks.report=null)", ["callbacks.report=null"]),
+            ("joblib n_jobs=2", JOBLIB),
+        )
     ):
-        sweep_dir = tmp / f"sweep-{len(launcher)}"
-        wall = time_process("train.py", "-m", *GRID, *launcher, f"hydra.sweep.dir={sweep_dir}")
+        sweep_dir = tmp / f"sweep-{k}"
+        wall = time_process("train.py", "-m", *GRID, *overrides, f"hydra.sweep.dir={sweep_dir}")
         jobs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
         fits = sum(fit_seconds(job) for job in jobs)
         extra = (wall - startup["default run"] - fits) / len(jobs)
         line = (
             f"sweep, {len(jobs)} jobs, {label}: {wall:.1f} s, {60 * len(jobs) / wall:.1f} jobs/min"
         )
-        if launcher != JOBLIB:  # jobs one after the other: what each costs beyond its fit
+        if overrides != JOBLIB:  # jobs one after the other: what each costs beyond its fit
             line += (
                 f"; jobs' fit {fits:.1f} s; beyond one startup and the fits {extra:.2f} s a job"
                 "  target <= 0.5"
             )
         print(line)
 
-
-JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,8 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
+from mlplab.runs import newest_checkpoint
+
 log = logging.getLogger(__name__)
 
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
@@ -57,9 +59,15 @@ def requeued_checkpoint(output_dir: str | Path) -> Path | None:
     (saved after every epoch) the more recent is taken."""
     if slurm_job_id() is None or restart_count() == 0:
         return None
-    from mlplab.runs import newest_checkpoint  # light, but only needed here
-
     return newest_checkpoint(output_dir)
+
+
+def slurm_command(*args: str, timeout: float = 30) -> subprocess.CompletedProcess | None:
+    """Run a SLURM client command (``scontrol``, ``sacct``); None if it could not run."""
+    try:
+        return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 class RequeueOnSignal:
@@ -117,9 +125,10 @@ class RequeueOnSignal:
             return f"submitit requeues SLURM job {job}"
         if os.environ.get("SLURM_PROCID", "0") != "0":  # one requeue per job, not per task
             return f"SLURM job {job} is requeued by its first task"
-        done = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
-        if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or ["scontrol failed"])[-1]
+        done = slurm_command("scontrol", "requeue", str(job))
+        if done is None or done.returncode != 0:
+            stderr = done.stderr if done is not None else ""
+            reason = (stderr.strip().splitlines() or ["scontrol failed"])[-1]
             return f"could not requeue SLURM job {job} ({reason})"
         return f"SLURM job {job} requeued: it continues from {checkpoint} when it restarts"
 
@@ -185,26 +194,11 @@ def requeued_by_slurm() -> bool:
     requeue mode), so that its SIGTERM is no cancellation: SLURM counts the restart before
     it signals the job."""
     job = slurm_job_id()
-    if job is None:
-        return False
-    try:
-        done = subprocess.run(
-            ["scontrol", "show", "job", "--oneliner", job],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    restarts = re.search(r"\bRestarts=(\d+)", done.stdout)
+    done = slurm_command("scontrol", "show", "job", "--oneliner", job, timeout=10) if job else None
+    restarts = re.search(r"\bRestarts=(\d+)", done.stdout) if done is not None else None
     return restarts is not None and int(restarts.group(1)) > restart_count()
 
 
 def _sacct_works() -> bool:
-    try:
-        done = subprocess.run(
-            ["sacct", "--noheader", "-j", "1"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    done = slurm_command("sacct", "--noheader", "-j", "1")
+    return done is not None and done.returncode == 0
