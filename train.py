@@ -9,8 +9,7 @@ Examples:
 import hydra
 from omegaconf import DictConfig
 
-from mlplab.cli import run_task  # light: torch and Lightning load only once the config is valid
-from mlplab.speedups import exit_without_teardown
+from mlplab.cli import entry_point, run_task  # light: torch and Lightning load only when valid
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -20,4 +19,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main)  # skips ~0.7 s of interpreter teardown: see mlplab.speedups
+    entry_point(main, "train")  # Hydra's errors as one line; see mlplab.cli

@@ -127,3 +127,90 @@ def test_a_run_dir_resumes_from_its_newer_checkpoint_interrupted_or_last(tmp_pat
     os.utime(folder / "last.ckpt", (400, 400))  # a later epoch ended after an old interruption
     assert find_checkpoint(tmp_path) == folder / "last.ckpt"
     assert find_checkpoint(tmp_path, "best.ckpt") == folder / "best.ckpt"
+
+
+# -- a stored config is data: it builds nothing outside the trusted packages ------------------
+PAYLOADS = {
+    "pathlib": lambda target: {
+        "_target_": "pathlib.Path.touch",
+        "self": {"_target_": "pathlib.Path", "_args_": [str(target)]},
+    },
+    "shutil": lambda target: {"_target_": "shutil.copyfile", "src": __file__, "dst": str(target)},
+    "builtins": lambda target: {"_target_": "builtins.open", "file": str(target), "mode": "w"},
+    "torch.save": lambda target: {"_target_": "torch.save", "obj": 1, "f": str(target)},
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trusted") / "run"
+    proc = run_python("train.py", "debug=smoke", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+def tampered(run_dir: Path, tmp_path: Path, where: str, payload: dict) -> Path:
+    """A copy of the run's best checkpoint whose stored config holds ``payload`` at ``where``."""
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    node = state["mlplab_config"]
+    *parents, last = where.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = payload
+    path = tmp_path / "evil" / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return path
+
+
+def assert_refused(command: list[str], key: str, path: Path, where: str, out: Path) -> None:
+    proc = run_python(*command, f"{key}={path}", f"hydra.run.dir={out}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the config stored in"), proc.stderr[-2000:]
+    assert f"names {where}._target_=" in last and "refused, nothing was built" in last
+
+
+@pytest.mark.parametrize("payload", list(PAYLOADS))
+def test_a_stored_config_runs_no_code(finished_run, tmp_path, payload):
+    target = tmp_path / "created-by-the-checkpoint"
+    path = tampered(finished_run, tmp_path, "callbacks.evil", PAYLOADS[payload](target))
+    assert_refused(["eval.py"], "ckpt_path", path, "callbacks.evil", tmp_path / "out")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "key", "where"),
+    [
+        (["eval.py"], "ckpt_path", "data.augment"),
+        (["train.py"], "ckpt_path", "callbacks.evil"),
+        (["train.py", "debug=smoke", "model=pretrained"], "model.checkpoint", "callbacks.evil"),
+    ],
+    ids=["eval-augment", "resume", "transfer"],
+)
+def test_no_entry_point_builds_from_a_stored_config(finished_run, tmp_path, command, key, where):
+    target = tmp_path / "created-by-the-checkpoint"
+    path = tampered(finished_run, tmp_path, where, PAYLOADS["pathlib"](target))
+    assert_refused(command, key, path, where, tmp_path / "out")
+    assert not target.exists()
+
+
+def test_a_users_own_package_is_trusted_once_declared(finished_run, tmp_path):
+    from mlplab.checkpoints import check_targets, trust_packages
+
+    config = {"callbacks": {"mine": {"_target_": "my_project.MyCallback"}}}
+    with pytest.raises(Exception, match=r"my_project\.MyCallback"):
+        check_targets(config, "test")
+    trust_packages(["my_project"])
+    try:
+        check_targets(config, "test")
+    finally:
+        trust_packages([])
+
+
+def test_an_unsafe_pickle_gets_safe_advice(tmp_path):
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "obj": uuid.uuid4()}, path)
+    proc = run_python("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 2
+    assert "never unpickles" in proc.stderr and "weights_only" not in proc.stderr

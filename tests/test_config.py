@@ -29,7 +29,7 @@ EXPECTED_OPTIONS = {
     "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
     "callbacks": ["default", "none"],
     "logger": ["csv", "default", "none", "tensorboard", "wandb"],
-    "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu"],
+    "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu", "lightning"],
     "experiment": [
         "deep_sigmoid",
         "lesson",

@@ -5,18 +5,111 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
+import os
+import re
 import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from mlplab.config import validate_config
-from mlplab.errors import DiskFullError, JobRequeued, MlplabError, RunInterrupted
+from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
 from mlplab.runs import register_resolvers
-from mlplab.sweep import in_multirun, in_submitit_job, record_failure
+from mlplab.speedups import exit_without_teardown
+from mlplab.sweep import ddp_rank_argv, in_multirun, in_submitit_job, record_failure
+from mlplab.trainer_args import closest, known_arguments
 
 register_resolvers()  # before Hydra composes conf/train.yaml, which uses them
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def entry_point(main: Callable[[], object], config_name: str) -> None:
+    """Run a script's ``@hydra.main`` function as a command: Hydra's own errors (an unknown
+    key or group option, an override that does not parse) as one ``error:`` line and exit 2;
+    a DDP rank > 0 of a multirun job runs that job only; a successful run skips the
+    interpreter's teardown (:func:`mlplab.speedups.exit_without_teardown`).
+
+    ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full tracebacks.
+    """
+    sys.argv = ddp_rank_argv(sys.argv)
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        exit_without_teardown(main)
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: reworded here
+    try:
+        exit_without_teardown(main)
+    except Exception as exc:
+        message = hydra_error_line(exc, config_name, sys.argv[1:])
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> str | None:
+    """One actionable line for a Hydra composition error, or None for any other error."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    text = str(exc).strip()
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        if group and exc.options:
+            near = closest(option, list(exc.options))
+            hint = f" (did you mean {group}={near}?)" if near else ""
+            return (
+                f"{group}={option} is not an option of {group}{hint}: choose one of "
+                + ", ".join(exc.options)
+            )
+        return text.splitlines()[0]
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse the overrides: {text.splitlines()[0]} (see python train.py --help)"
+    if not isinstance(exc, ConfigCompositionException):
+        return None
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown and "not in struct" in str(exc.__cause__ or ""):
+        return _unknown_key_line(unknown.group(1), config_name, overrides)
+    existing = re.search(r"An item is already at '([^']+)'", text)
+    if existing:
+        key = existing.group(1)
+        return f"{key} is already a config key: set it without the + ({key}=...)"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
+    parent, _, name = key.rpartition(".")
+    if parent == "trainer":
+        near = closest(name, known_arguments())
+        hint = f"; did you mean {near}?" if near else ""
+        return f"{key} is not a Trainer argument{hint}"
+    siblings = _keys_at(parent, config_name, [o for o in overrides if key not in o])
+    near = closest(name, siblings)
+    hint = f"; did you mean {parent + '.' if parent else ''}{near}?" if near else ""
+    return f"{key} is not a config key{hint} (to add a new key: +{key}=...)"
+
+
+def _keys_at(parent: str, config_name: str, overrides: list[str]) -> list[str]:
+    """The keys of the composed config at ``parent`` (the error path only: composes again)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    overrides = [o for o in overrides if "=" in o and not o.startswith("-")]  # no Hydra flags
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # another problem in the overrides: no suggestion then
+        return []
+    return [str(k) for k in node] if OmegaConf.is_dict(node) else []
 
 
 def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any]:
@@ -35,7 +128,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
         return function(cfg)
     except Exception as exc:
-        exc = _disk_full(exc) or _mlplab_cause(exc)
+        exc = _disk_full(exc) or _lightning_config_error(exc) or _mlplab_cause(exc)
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
         # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
         # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
@@ -72,6 +165,18 @@ def _disk_full(exc: BaseException) -> DiskFullError | None:
                 f"no space left on the device writing {where}: free some space, or point the "
                 "run dir at another disk (hydra.run.dir=...)"
             )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _lightning_config_error(exc: BaseException) -> ConfigError | None:
+    """Lightning's ``MisconfigurationException`` (an impossible Trainer setting, e.g. a
+    ``limit_val_batches`` fraction of less than one batch) as a one-line config error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "MisconfigurationException":
+            lines = [line.strip() for line in str(seen).strip().splitlines() if line.strip()]
+            return ConfigError(" ".join(lines) or "Lightning refused the trainer settings")
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -114,5 +219,11 @@ def quiet_third_party_output(verbose: bool = False) -> None:
     # mlplab's data modules resume mid-epoch exactly (the batches done are in the checkpoint;
     # the resume tests compare every metric with an uninterrupted run): the warning is wrong.
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable")
+    # Lightning's SLURM detection warns on every run where `srun` is installed but the run
+    # is not a SLURM job: nothing to act on (a SLURM job is detected and used as such).
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available")
+    # overfit_batches: mlplab's tensor loader is sequential then already (TensorDataModule);
+    # Lightning only recognizes torch's SequentialSampler, so it warns that it shuffles.
+    warnings.filterwarnings("ignore", message=r".*You requested to overfit but enabled")
     # We log per epoch only, so a short epoch below log_every_n_steps loses nothing.
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")

@@ -43,6 +43,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: v is None or (isinstance(v, dict) and "_target_" in v),
         "null or an augmentation with a _target_ (choose one with augment=shift)",
     ),
+    (
+        "trusted_packages",
+        lambda v: isinstance(v, list) and all(isinstance(p, str) and p for p in v),
+        "a list of package names, e.g. [my_project]",
+    ),
     ("trainer.max_epochs", lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1)"),
     ("callbacks.early_stopping.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 ]
@@ -56,10 +61,20 @@ MISSING_HINTS = {
 }
 
 
-def check_accelerator(trainer: DictConfig) -> None:
-    """Refuse a GPU accelerator on a machine without one, before any logger starts a run.
+# Trainer arguments that mlplab fills from elsewhere: setting them is refused, naming where.
+OWNED_TRAINER_ARGUMENTS = {
+    "callbacks": "the callbacks group (callbacks.<name>=null drops one; "
+    "+callbacks.<name>._target_=... adds one)",
+    "logger": "the logger group (logger=none, logger=csv, logger=wandb)",
+    "default_root_dir": "the run dir: set hydra.run.dir=... (every file of a run is in it, "
+    "so that a run dir is one place to resume, compare and delete)",
+}
 
-    Imports torch: call it once the config is otherwise valid.
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Refuse Trainer arguments mlplab cannot honour, before any logger starts a run.
+
+    Imports torch and Lightning: call it once the config is otherwise valid.
     """
     import torch
 
@@ -69,6 +84,32 @@ def check_accelerator(trainer: DictConfig) -> None:
             f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: use "
             "trainer.accelerator=auto (or cpu), or run on a machine with a GPU"
         )
+    for key, source in OWNED_TRAINER_ARGUMENTS.items():
+        if trainer.get(key) is not None:
+            raise ConfigError(f"trainer.{key} is set by mlplab from {source}")
+    start_method = _start_method(trainer.get("strategy"))
+    if start_method in ("spawn", "fork", "forkserver"):
+        raise ConfigError(
+            f"trainer.strategy={_strategy_name(trainer.get('strategy'))} trains in "
+            f"{start_method}ed worker processes, whose results (the epoch history, "
+            "val/acc_best, the doctor, the report) cannot reach the run: use trainer=ddp_cpu "
+            "(or trainer.strategy=ddp), the same DDP with each rank launched as a script"
+        )
+
+
+def _strategy_name(strategy: Any) -> str:
+    return str(strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy)
+
+
+def _start_method(strategy: Any) -> str | None:
+    """How a strategy starts its processes: a registered name's, or a config's argument."""
+    if isinstance(strategy, DictConfig):
+        return strategy.get("start_method")
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if str(strategy) not in StrategyRegistry:
+        return None
+    return StrategyRegistry[str(strategy)]["init_params"].get("start_method")
 
 
 def validate_config(cfg: DictConfig) -> None:

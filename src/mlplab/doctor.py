@@ -73,6 +73,7 @@ class Thresholds:
     vanishing_ratio: float = 1e-3  # gradient norm of the first layer / the last layer
     exploding_ratio: float = 1e3
     exploding_norm: float = 1e3  # any layer's gradient norm above this
+    min_steps: int = 30  # fewer optimizer steps: too few to judge accuracy, plateau, overfitting
 
 
 def diagnose(
@@ -85,6 +86,7 @@ def diagnose(
     chance_acc: float | None = None,
     baseline_acc: float | None = None,
     early_stopping_monitor: str | None = None,
+    one_batch_cause: str = "the batch is as large as the training set",
 ) -> list[Finding]:
     """Findings for a finished (or stopped) run, from its epoch history and step signals.
 
@@ -100,18 +102,25 @@ def diagnose(
         chance_acc: accuracy of guessing uniformly (1 / number of classes).
         baseline_acc: val accuracy of always predicting the majority class.
         early_stopping_monitor: the metric early stopping watches, if any.
+        one_batch_cause: why an epoch may be a single step (said if every one was).
     """
     t = thresholds
-    one_step = _one_step_per_epoch(step_losses or [])
+    steps = sum(len(epoch) for epoch in step_losses or [])
+    # One step an epoch explains a short run better than "too few steps" does.
+    one_step = _one_step_per_epoch(step_losses or [], one_batch_cause)
+    few = _too_few_steps(steps, t) if step_losses is not None and not one_step else []
+    # With one update per epoch a slow loss is the batch size's doing, not the rate's; with a
+    # handful of steps in all, nothing about learning can be judged yet.
+    judged = not (one_step or few)
     findings = [
         *_initial_loss(initial_loss, uniform_loss, t),
+        *few,
         *one_step,
-        # With one update per epoch a slow loss is the batch size's doing, not the rate's.
-        *([] if one_step else _plateau(history, uniform_loss, t)),
+        *(_plateau(history, uniform_loss, t) if judged else []),
         *_spikes(step_losses or [], uniform_loss, t),
-        *([] if one_step else _chance(history, chance_acc, baseline_acc, t)),
-        *([] if one_step else _no_better_than_mean(history, t)),
-        *_overfitting(history, early_stopping_monitor, t),
+        *(_chance(history, chance_acc, baseline_acc, t) if judged else []),
+        *(_no_better_than_mean(history, t) if judged else []),
+        *(_overfitting(history, early_stopping_monitor, t) if not few else []),
         *_gradients(grad_norms or [], t),
     ]
     # In the order they happened: an early spike often explains a later plateau.
@@ -174,14 +183,31 @@ def _plateau(
     return []
 
 
-def _one_step_per_epoch(step_losses: list[list[float]]) -> list[Finding]:
+def _too_few_steps(steps: int, t: Thresholds) -> list[Finding]:
+    if steps >= t.min_steps:
+        return []
+    return [
+        Finding(
+            "too_few_steps",
+            f"only {steps} optimizer step{'s' * (steps != 1)} in all: too few to judge "
+            f"accuracy, plateaus or overfitting (the doctor needs {t.min_steps}); those "
+            "checks were skipped",
+            "a short check run (trainer.fast_dev_run, limit_train_batches, max_steps, debug=smoke)",
+            "for a diagnosis, train longer (e.g. trainer.max_epochs=5 without limits)",
+            epoch=None,
+            values={"steps": float(steps)},
+        )
+    ]
+
+
+def _one_step_per_epoch(step_losses: list[list[float]], cause: str) -> list[Finding]:
     if len(step_losses) < 2 or any(len(epoch) != 1 for epoch in step_losses):
         return []
     return [
         Finding(
             "one_step_per_epoch",
             f"every epoch was a single optimizer step ({len(step_losses)} steps in "
-            f"{len(step_losses)} epochs): the batch is as large as the training set",
+            f"{len(step_losses)} epochs): {cause}",
             "data.batch_size not smaller than the training set (or limit_train_batches=1)",
             "use mini-batches, e.g. data.batch_size=128; with full-batch training, raise "
             "trainer.max_epochs by the number of batches it replaces",
@@ -379,8 +405,11 @@ class TrainingDoctor(L.Callback):
         self.uniform_loss: float | None = None
         self.step_losses: list[list[float]] = []  # per epoch
         self.grad_norms: list[list[float]] = []  # per epoch: mean norm per layer
-        self._losses: list[Tensor] = []
+        self._losses: list[Tensor] = []  # this epoch's, one per optimizer step
+        self._batch_losses: list[Tensor] = []  # batches accumulated into the next step
         self._grads: list[Tensor] = []
+        self._step = 0  # the optimizer step count after the last batch
+        self._measured_this_epoch = False
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -412,13 +441,30 @@ class TrainingDoctor(L.Callback):
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:
-            self._losses.append(loss.detach())
+            # Lightning hands over the loss divided by accumulate_grad_batches (what it
+            # back-propagates): the batch's own loss is that times the factor.
+            self._batch_losses.append(loss.detach() * trainer.accumulate_grad_batches)
+        if trainer.global_step != self._step:  # this batch ended an optimizer step
+            self._step = trainer.global_step
+            self._end_step()
+
+    def _end_step(self) -> None:
+        if self._batch_losses:  # the step's loss: the mean of the batches it accumulated
+            self._losses.append(torch.stack(self._batch_losses).mean())
+            self._batch_losses = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step = trainer.global_step
+        self._measured_this_epoch = False
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if trainer.global_step % self.grad_every_n_steps:
+        # Every n-th optimizer step, and the first of every epoch: each epoch is measured
+        # however few steps it has (accumulate_grad_batches, limit_train_batches).
+        if trainer.global_step % self.grad_every_n_steps and self._measured_this_epoch:
             return
+        self._measured_this_epoch = True
         grads = [
             p.grad for name, p in pl_module.named_parameters() if p.ndim > 1 and p.grad is not None
         ]
@@ -426,16 +472,16 @@ class TrainingDoctor(L.Callback):
             self._grads.append(torch.stack(torch._foreach_norm(grads)).detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The epoch's one host copy of the doctor's signals.
+        # The epoch's one host copy of the doctor's signals; grad_norms[e] is epoch e + 1's.
+        self._end_step()
         losses = torch.stack(self._losses).float().cpu() if self._losses else torch.empty(0)
         self._losses = []
         self.step_losses.append(losses.tolist())
-        if self._grads:
-            self.grad_norms.append(torch.stack(self._grads).mean(0).cpu().tolist())
-            pl_module.log_dict(
-                {f"grad_norm/layer{i + 1}": v for i, v in enumerate(self.grad_norms[-1])}
-            )
-            self._grads = []
+        norms = torch.stack(self._grads).mean(0).cpu().tolist() if self._grads else []
+        self.grad_norms.append(norms)
+        self._grads = []
+        if norms:
+            pl_module.log_dict({f"grad_norm/layer{i + 1}": v for i, v in enumerate(norms)})
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         history = next((c.epochs for c in trainer.callbacks if isinstance(c, EpochHistory)), [])
@@ -453,6 +499,7 @@ class TrainingDoctor(L.Callback):
             chance_acc=1 / data.num_outputs if classes else None,
             baseline_acc=data.baseline().get("val") if classes else None,
             early_stopping_monitor=stopper.monitor if stopper is not None else None,
+            one_batch_cause=_one_batch_cause(trainer),
         )
         record = RunRecord.of(trainer)
         if record is not None:
@@ -490,6 +537,22 @@ class TrainingDoctor(L.Callback):
         self.grad_norms = list(state_dict.get("grad_norms", []))
         self._losses = list(state_dict.get("epoch_losses", []))
         self._grads = list(state_dict.get("epoch_grads", []))
+
+
+def _one_batch_cause(trainer: L.Trainer) -> str:
+    """Why an epoch of this run is one optimizer step: Lightning's own settings, or the data."""
+    if trainer.overfit_batches:
+        return f"trainer.overfit_batches={trainer.overfit_batches} trains the same batches"
+    loader = trainer.train_dataloader
+    full = len(loader) if loader is not None and hasattr(loader, "__len__") else None
+    if full is not None and full > trainer.num_training_batches:
+        return (
+            f"trainer.limit_train_batches={trainer.limit_train_batches} keeps "
+            f"{trainer.num_training_batches} of the {full} batches"
+        )
+    if trainer.accumulate_grad_batches > 1:
+        return f"accumulate_grad_batches={trainer.accumulate_grad_batches} spans the epoch"
+    return "the batch is as large as the training set"
 
 
 def report_section(findings: list[dict[str, Any]]) -> list[str]:

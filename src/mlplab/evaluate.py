@@ -9,7 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.checkpoints import check_compatible, load_checkpoint, run_config
+from mlplab.checkpoints import check_compatible, load_checkpoint, run_config, trust_packages
 from mlplab.errors import CheckpointError, ConfigError
 from mlplab.record import RunRecord
 from mlplab.report import RunReport
@@ -22,6 +22,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     The data set is the checkpoint's own (its test split), from ``data_dir`` if given, or
     ``cfg.data`` when one is chosen (``data=fashion_mnist data.data_dir=...``).
     """
+    trust_packages(cfg.get("trusted_packages"))  # the command line's, never a checkpoint's
     path = find_checkpoint(cfg.ckpt_path, "best.ckpt")
     checkpoint = load_checkpoint(path)
     run_cfg = run_config(checkpoint, path)

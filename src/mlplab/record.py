@@ -12,6 +12,7 @@ values. The report (:class:`mlplab.report.RunReport`) and the W&B summary
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -21,11 +22,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig
+from torch import Tensor
 
 from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import tested_checkpoint
-from mlplab.data.contract import TaskData
+from mlplab.data.contract import TaskData, baseline_score
 from mlplab.secrets import redact_secrets
 
 # A report section: its markdown lines, or a function of the run's final metrics giving them.
@@ -84,6 +87,11 @@ class RunRecord(L.Callback):
     # -- fit ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock = time.perf_counter()
+        profiler = trainer.profiler
+        if getattr(profiler, "dirpath", None) and getattr(profiler, "filename", None):
+            for stage in ("fit", "test"):  # written when each stage ends (Lightning's names)
+                name = f"{stage}-{profiler.filename}.txt"
+                self.files[f"{stage}_profile"] = Path(profiler.dirpath) / name
         metric, baseline = _baseline(trainer)
         for logger in trainer.loggers:
             logger.log_hyperparams(self.config)
@@ -95,19 +103,22 @@ class RunRecord(L.Callback):
         history = next(
             (list(c.epochs) for c in trainer.callbacks if isinstance(c, EpochHistory)), []
         )
-        stopper = trainer.early_stopping_callback
-        stopped = stopper is not None and stopper.stopped_epoch > 0
+        reason = why_fit_ended(trainer)
+        epochs = trainer.fit_loop.epoch_progress.current.processed  # partial ones included
         best = tested_checkpoint(trainer) or ""
         self.metrics.update(
             {
                 **_best_of(history),
-                "epochs_trained": len(history),
-                "stopped_early": stopped,
+                "epochs_trained": epochs,
+                "steps": trainer.global_step,
+                "stop_reason": reason,
+                "stopped_early": reason == "early_stopping",
                 # The last epoch trained when early stopping ended training (1 = the first).
-                "stopped_epoch": stopper.stopped_epoch + 1 if stopped else None,
+                "stopped_epoch": epochs if reason == "early_stopping" else None,
                 "best_checkpoint": best,
                 # The epoch whose weights are tested: the best checkpoint's, else the last.
-                "tested_epoch": _checkpoint_epoch(best) if best else len(history) or None,
+                "tested_epoch": _checkpoint_epoch(best) if best else epochs or None,
+                "tested_weights": "best checkpoint" if best else "last",
                 "num_params": sum(p.numel() for p in pl_module.parameters()),
                 "trainable_params": sum(
                     p.numel() for p in pl_module.parameters() if p.requires_grad
@@ -125,7 +136,10 @@ class RunRecord(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._wall += time.perf_counter() - self._clock
         test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        metric, baseline = _baseline(trainer)
+        measured = measured_examples(trainer)
+        if measured is not None:
+            self.metrics["test_examples"] = len(measured[1])
+        metric, baseline = _baseline(trainer, measured)
         if "test" in baseline and f"test/{metric}" in test:
             margin, scale = MARGINS[metric]
             test[f"baseline/test_{metric}"] = baseline["test"]
@@ -190,14 +204,70 @@ def baseline_sentences(m: dict[str, Any], strong: str = "") -> list[str]:
 
 
 def _epochs_line(m: dict[str, Any]) -> str:
-    if not m.get("epochs_trained"):
+    if "stop_reason" not in m:
         return ""
-    stop = (
-        f"early stopping ended training after epoch {m['stopped_epoch']}"
-        if m.get("stopped_early")
-        else f"trained all {m['epochs_trained']} epochs"
+    return f"\n{training_sentence(m)}"
+
+
+# Why Trainer.fit returned (metrics.json's stop_reason), in the order Lightning's fit loop
+# checks its limits; the sentence the summary and the report say for each.
+STOP_REASONS = {
+    "interrupted": "training was interrupted (Ctrl-C or SIGTERM) in epoch {epochs}",
+    "fast_dev_run": "trainer.fast_dev_run: {steps} training step(s), a check that the code "
+    "runs, not a result",
+    "no_training_batches": "no training batch ran (limit_train_batches=0): nothing was trained",
+    "max_steps": "training stopped at trainer.max_steps={steps}, in epoch {epochs}",
+    "max_epochs": "trained {n_epochs}, all that trainer.max_epochs allows",
+    "early_stopping": "early stopping ended training after epoch {epochs}",
+    "max_time": "trainer.max_time ended training in epoch {epochs} (step {steps})",
+    "should_stop": "trainer.should_stop (set by a callback or the module) ended training "
+    "in epoch {epochs}",
+}
+
+
+def why_fit_ended(trainer: L.Trainer) -> str:
+    """Why ``fit`` returned (a key of :data:`STOP_REASONS`), read from Lightning's state in
+    the order its fit loop checks it (``_FitLoop.done``): a run that reached max_epochs as
+    early stopping fired ended by max_epochs, one that early stopping asked to stop before
+    ``min_epochs`` ended when it could."""
+    loop = trainer.fit_loop
+    if trainer.interrupted:
+        return "interrupted"
+    if trainer.fast_dev_run:
+        return "fast_dev_run"
+    if trainer.global_step == 0 and not loop.epoch_progress.current.processed:
+        return "no_training_batches"
+    if loop.max_steps != -1 and trainer.global_step >= loop.max_steps:
+        return "max_steps"
+    if loop.max_epochs not in (None, -1) and loop.epoch_progress.current.processed >= (
+        loop.max_epochs
+    ):
+        return "max_epochs"
+    stopper = trainer.early_stopping_callback
+    if (
+        stopper is not None
+        and trainer.should_stop
+        and (stopper.stopped_epoch > 0 or stopper.wait_count >= stopper.patience)
+    ):
+        return "early_stopping"
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is not None and (timer.time_remaining() or 0) <= 0:
+        return "max_time"
+    return "should_stop"
+
+
+def training_sentence(m: dict[str, Any]) -> str:
+    """What was trained and tested, and why training ended, from metrics.json's facts."""
+    epochs = m.get("epochs_trained")
+    n_epochs = f"{epochs} epoch{'s' * (epochs != 1)}"
+    facts = {"epochs": epochs, "n_epochs": n_epochs, "steps": m.get("steps")}
+    stop = STOP_REASONS.get(m["stop_reason"], m["stop_reason"]).format(**facts)
+    tested = (
+        f"tested the weights of epoch {m.get('tested_epoch')}"
+        if m.get("tested_weights") != "last"
+        else f"tested the last weights (epoch {m.get('tested_epoch')}, no checkpoint kept)"
     )
-    return f"\ntested the weights of epoch {m.get('tested_epoch')}; {stop}"
+    return f"{tested}; {stop}"
 
 
 def _best_of(history: list[dict[str, float]]) -> dict[str, Any]:
@@ -221,10 +291,32 @@ def _checkpoint_epoch(path: str) -> int | None:
     return int(state["epoch"]) + 1
 
 
-def _baseline(trainer: L.Trainer) -> tuple[str, dict[str, float]]:
+def _baseline(
+    trainer: L.Trainer, measured: tuple[Tensor, Tensor] | None = None
+) -> tuple[str, dict[str, float]]:
     """The data's baseline metric (accuracy for classification, R² for regression) and its
-    score per split; none without the data contract."""
+    score per split, the test split's on the ``measured`` examples when given; none without
+    the data contract."""
     datamodule = trainer.datamodule
     if not isinstance(datamodule, TaskData):
         return "acc", {}
-    return ("acc" if datamodule.task == "classification" else "r2"), datamodule.baseline()
+    metric = "acc" if datamodule.task == "classification" else "r2"
+    scores = datamodule.baseline()
+    if measured is not None and "train" in datamodule.splits:
+        train = datamodule.splits["train"][1]
+        scores["test"] = baseline_score(datamodule.task, train.cpu(), measured[1].cpu())
+    return metric, scores
+
+
+def measured_examples(trainer: L.Trainer) -> tuple[Tensor, Tensor] | None:
+    """The ``(inputs, targets)`` of the batches the test loop just measured in this process:
+    all of the test split, or what ``limit_test_batches`` left of it (on the CPU)."""
+    loaders = trainer.test_dataloaders
+    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+    if loader is None:
+        return None
+    batches = trainer.test_loop.batch_progress.current.completed
+    taken = list(itertools.islice(iter(loader), batches))
+    if not taken or not all(isinstance(b, list | tuple) and len(b) == 2 for b in taken):
+        return None
+    return torch.cat([b[0].cpu() for b in taken]), torch.cat([b[1].cpu() for b in taken])

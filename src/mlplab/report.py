@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from mlplab.data.contract import TaskData
 from mlplab.plotting import pyplot, save_figure
-from mlplab.record import RunRecord, baseline_sentences, format_metric
+from mlplab.record import (
+    RunRecord,
+    baseline_sentences,
+    format_metric,
+    measured_examples,
+    training_sentence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +218,11 @@ def write_report(
         if k.startswith("test/")
     )
     lines = ["# Run report", "", f"- **test: {scores}**"]
-    if history:
-        stop = (
-            f"early stopping ended training after epoch {metrics['stopped_epoch']}"
-            if metrics.get("stopped_early")
-            else f"trained all {metrics['epochs_trained']} epochs (no early stop)"
+    if "stop_reason" in metrics:
+        best = (
+            f" (best epoch by val loss: {metrics['best_epoch']})" if "best_epoch" in metrics else ""
         )
-        lines.append(
-            f"- tested the weights of epoch {tested} (best epoch by val loss "
-            f"{metrics.get('best_epoch')}); {stop}"
-        )
+        lines.append(f"- {training_sentence(metrics)}{best}")
     lines += [f"- {sentence}" for sentence in baseline_sentences(metrics, strong="**")]
     if "val/acc_best" in metrics:
         lines.append(f"- best val accuracy {100 * metrics['val/acc_best']:.2f}%")
@@ -231,6 +232,11 @@ def write_report(
         lines.append(f"- checkpoint: `{metrics['checkpoint']}`")
     sizes = ", ".join(f"{k} {v:,}" for k, v in metrics.get("split_sizes", {}).items())
     lines.append(f"- data: `{metrics.get('data', name('data'))}` ({sizes})")
+    tested_n, test_n = metrics.get("test_examples"), metrics.get("split_sizes", {}).get("test")
+    if tested_n is not None and tested_n != test_n:
+        lines.append(
+            f"- tested on {tested_n:,} of the {test_n:,} test examples (limit_test_batches)"
+        )
     if "model" in config:
         lines.append(f"- model: {_model_line(config['model'], config.get('regularization', {}))}")
     if "optimizer" in config:
@@ -303,7 +309,7 @@ class RunReport(L.Callback):
             return
         datamodule = trainer.datamodule
         pictures: dict[str, Path] = {}
-        for name, draw in self._pictures(record, pl_module, datamodule).items():
+        for name, draw in self._pictures(record, trainer, pl_module, datamodule).items():
             path = record.output_dir / f"{name}.png"
             try:
                 pictures[name] = draw(path)
@@ -316,7 +322,7 @@ class RunReport(L.Callback):
 
     @staticmethod
     def _pictures(
-        record: RunRecord, pl_module: L.LightningModule, datamodule: Any
+        record: RunRecord, trainer: L.Trainer, pl_module: L.LightningModule, datamodule: Any
     ) -> dict[str, Callable[[Path], Path]]:
         m = record.metrics
         pictures: dict[str, Callable[[Path], Path]] = {}
@@ -326,7 +332,8 @@ class RunReport(L.Callback):
             )
         if not isinstance(datamodule, TaskData):
             return pictures
-        x, y = datamodule.splits["test"]
+        # Exactly the examples the test metrics were computed on (limit_test_batches).
+        x, y = measured_examples(trainer) or datamodule.splits["test"]
         outputs, y = predict(pl_module, x), y.cpu()
         if datamodule.task == "regression":
             pictures["predicted_vs_true"] = lambda p: plot_predicted_vs_true(y, outputs, p)

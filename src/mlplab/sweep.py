@@ -43,6 +43,34 @@ def in_submitit_job() -> bool:
     return "SUBMITIT_FOLDER" in os.environ
 
 
+# A multirun job's command line for its other DDP ranks (set by the job, read by the ranks).
+DDP_JOB_ENV = "MLPLAB_DDP_JOB"
+
+
+def share_job_with_ddp_ranks(output_dir: str | Path) -> None:
+    """Tell this multirun job's DDP ranks (which Lightning starts as new processes with this
+    process's command line, ``-m`` and all) which job they belong to: they run that one job,
+    in its dir, instead of the whole sweep again (Lightning #11300, Hydra #2070)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not in_multirun():
+        return
+    overrides = list(HydraConfig.get().overrides.task)
+    os.environ[DDP_JOB_ENV] = json.dumps({"overrides": overrides, "dir": str(output_dir)})
+
+
+def ddp_rank_argv(argv: list[str]) -> list[str]:
+    """``argv`` for this process: a DDP rank > 0 of a multirun job gets that job's command
+    line (its overrides, its dir, no Hydra files of its own); any other process its own."""
+    job = os.environ.get(DDP_JOB_ENV)
+    multirun = any(arg in ("-m", "--multirun") for arg in argv[1:])
+    if not job or not multirun or os.environ.get("LOCAL_RANK", "0") == "0":
+        return argv
+    spec = json.loads(job)
+    run_dir = '"' + spec["dir"].replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return [argv[0], *spec["overrides"], f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
 def record_failure(output_dir: str | Path, error: BaseException, status: str = "failed") -> Path:
     """Write ``failure.json`` (status, error type and one-line message) into a job's dir."""
     path = Path(output_dir) / FAILURE_FILE

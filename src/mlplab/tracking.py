@@ -133,6 +133,7 @@ SUMMARY_KEYS = {
     "tested_epoch": "tested_epoch",
     "epochs_trained": "stop_epoch",
     "stopped_early": "stopped_early",
+    "stop_reason": "stop_reason",
     "baseline/test_acc": "baseline/test_acc",
     "margin_points": "margin_points",
     "num_params": "num_params",

@@ -17,15 +17,17 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
-from omegaconf import DictConfig
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import RunStateInCheckpoint, continued_config, tested_checkpoint
-from mlplab.config import check_accelerator, validate_config
+from mlplab.config import check_trainer, validate_config
+from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
 from mlplab.speedups import skip_unused_batch_hooks
+from mlplab.sweep import share_job_with_ddp_ranks
 from mlplab.tracking import finishing, wandb_run_id
 
 
@@ -37,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     cfg = continued_config(cfg)  # ckpt_path=..., or a requeued SLURM job's own checkpoint
     validate_config(cfg)  # again here: tests and sweepers call train() directly
-    check_accelerator(cfg.trainer)
+    check_trainer(cfg.trainer)
     configure_threads(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
@@ -58,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = [record, EpochHistory(), run_state, *instantiate_each(cfg.callbacks)]
     trainer = make_trainer(cfg.trainer, callbacks, loggers, output_dir)
+    share_job_with_ddp_ranks(output_dir)  # DDP ranks of a sweep job run this job, not the sweep
 
     # Loggers finish first: a requeued SLURM job is killed as soon as it is requeued.
     with run_state.resume_hint(), finishing(loggers):
@@ -71,15 +74,49 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def make_trainer(
     trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list, output_dir: Path
 ) -> L.Trainer:
-    """The configured Trainer. ``trainer.enable_progress_bar=false`` means "no bar": the
-    configured bar is dropped rather than have Lightning refuse the combination."""
-    if not trainer_cfg.get("enable_progress_bar", True):
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    """The configured Trainer, with mlplab's callbacks and loggers.
+
+    Every argument means what Lightning documents. Where mlplab supplies the part an argument
+    switches, it follows the argument: ``enable_progress_bar=false`` drops the configured bar,
+    ``enable_checkpointing=false`` the checkpoint callbacks (the last weights are tested),
+    and a ``profiler`` writes its report into the run dir.
+    """
+    drop = (ProgressBar,) * (trainer_cfg.get("enable_progress_bar") is False)
+    drop += (Checkpoint,) * (trainer_cfg.get("enable_checkpointing") is False)
+    callbacks = [c for c in callbacks if not isinstance(c, drop)]
     trainer = instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers or False,
+        profiler=make_profiler(trainer_cfg.get("profiler"), output_dir),
+        default_root_dir=output_dir,
     )
     skip_unused_batch_hooks(trainer.callbacks)  # ~4% of an epoch: see mlplab.speedups
     return trainer
+
+
+PROFILE_NAME = "profile"  # <stage>-profile.txt in the run dir
+
+
+def make_profiler(spec: Any, output_dir: Path) -> Any:
+    """``trainer.profiler`` (a name Lightning knows, or a config with a ``_target_``) writing
+    its report to ``<stage>-profile.txt`` in the run dir instead of the log."""
+    if spec is None:
+        return None
+    from lightning.pytorch.profilers import AdvancedProfiler, PyTorchProfiler, SimpleProfiler
+
+    names = {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler}
+    if isinstance(spec, str):
+        if spec not in names:
+            raise ConfigError(
+                f"trainer.profiler={spec} is not a profiler: use one of {', '.join(names)}, "
+                "or a config with a _target_"
+            )
+        return names[spec](dirpath=output_dir, filename=PROFILE_NAME)
+    spec = OmegaConf.to_container(spec, resolve=True)
+    spec.setdefault("dirpath", str(output_dir))
+    spec.setdefault("filename", PROFILE_NAME)
+    return instantiate(spec)
 
 
 def configure_threads(cfg: DictConfig) -> None:

@@ -13,7 +13,8 @@ for data that fits in memory; subclass it and write ``load_arrays``).
 - ``class_names``: a display name per class index (classification), else ``None``.
 - ``splits``: ``{"train", "val", "test"}`` -> ``(inputs, targets)``, whole tensors.
 - ``baseline()``: per split, the score of the trivial predictor the model must beat
-  (accuracy of always predicting the training set's most frequent class).
+  (:func:`baseline_score`: the accuracy of always predicting the training set's most
+  frequent class; for regression, the R² of predicting the training mean).
 
 A model is any ``nn.Module`` whose constructor takes ``input_shape`` and ``num_outputs``;
 both are filled in from the data.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 TASKS = ("classification", "regression")
@@ -40,3 +42,16 @@ class TaskData(Protocol):
     splits: dict[str, tuple[Tensor, Tensor]]
 
     def baseline(self) -> dict[str, float]: ...
+
+
+def baseline_score(task: str, train_targets: Tensor, targets: Tensor) -> float:
+    """The trivial predictor's score on ``targets``: for classification the accuracy of
+    always predicting ``train_targets``' most frequent class; for regression the R² of
+    predicting their mean (0 when ``targets`` do not vary)."""
+    if task == "classification":
+        majority = int(torch.bincount(train_targets.long().flatten()).argmax())
+        return float((targets == majority).float().mean())
+    mean = train_targets.double().mean(0)
+    y = targets.double()
+    total = ((y - y.mean(0)) ** 2).sum()
+    return float(1 - ((y - mean) ** 2).sum() / total) if total > 0 else 0.0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mlplab.data.contract import baseline_score
 from mlplab.data.download import fetch
 from mlplab.data.idx import read_idx
 from mlplab.data.loader import PermutationSampler, TensorBatchLoader
@@ -142,9 +143,9 @@ class TensorDataModule(L.LightningDataModule):
         return {name: len(y) for name, (_, y) in self.splits.items()}
 
     def baseline(self) -> dict[str, float]:
-        """Accuracy of always predicting the training set's most frequent class, per split."""
-        majority = int(torch.bincount(self.splits["train"][1]).argmax())
-        return {name: float((y == majority).float().mean()) for name, (_, y) in self.splits.items()}
+        """The trivial predictor's score per split (see ``baseline_score``)."""
+        train = self.splits["train"][1]
+        return {name: baseline_score(self.task, train, y) for name, (_, y) in self.splits.items()}
 
     def train_dataloader(self) -> TensorBatchLoader:
         batch_size = self.batch_size
@@ -156,7 +157,10 @@ class TensorDataModule(L.LightningDataModule):
                     "(data.global_batch=true): choose a multiple of the process count"
                 )
             batch_size //= world_size
-        loader = self._loader("train", batch_size, shuffle=True)
+        # overfit_batches trains the same batches every epoch (Lightning makes a DataLoader's
+        # sampler sequential for it; this loader is not one, so it is done here).
+        overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
+        loader = self._loader("train", batch_size, shuffle=not overfit)
         loader.skip_batches, self._resume_skip_batches = self._resume_skip_batches, 0
         return loader
 

@@ -336,20 +336,6 @@ class TableDataModule(TensorDataModule):
             y = torch.from_numpy(values[:, 0].copy() if len(self.targets) == 1 else values)
         return torch.from_numpy(x.astype(np.float32)), y
 
-    # -- the data contract --------------------------------------------------------------------
-    def baseline(self) -> dict[str, float]:
-        """Classification: majority-class accuracy; regression: the R² of predicting the
-        training mean (0 on the training split; near 0 elsewhere)."""
-        if self.preprocessing.get("task") == "classification":
-            return super().baseline()
-        mean = self.splits["train"][1].double().mean(0)
-        scores = {}
-        for name, (_, y) in self.splits.items():
-            y = y.double()
-            total = ((y - y.mean(0)) ** 2).sum()
-            scores[name] = float(1 - ((y - mean) ** 2).sum() / total) if total > 0 else 0.0
-        return scores
-
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "preprocessing": self.preprocessing}
 
