@@ -129,8 +129,11 @@ def test_resume_accepts_a_run_dir(reference, tmp_path):
     )
     assert code == 0, err
     code, out, err = finish(start(f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'again'}"))
-    assert code == 0, err  # nothing left to train (max_epochs reached): it tests and reports again
-    assert f"resuming {run_dir}" in out
+    assert code == 2, err  # nothing left to train (max_epochs reached): refused, with the way on
+    assert "is finished" in err and "trainer.max_epochs=N" in err
+    code, out, err = finish(start(f"ckpt_path={run_dir}", "trainer.max_epochs=2"))
+    assert code == 0, err
+    assert f"resuming {run_dir}" in out and "(trainer.max_epochs=2)" in out
 
 
 def test_the_printed_resume_command_works_when_pasted_for_an_awkward_run_dir(tmp_path):

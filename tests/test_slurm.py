@@ -93,7 +93,8 @@ def test_a_sweep_runs_its_jobs_through_sbatch_records_the_failing_one_and_report
         "trainer.max_epochs=2",
         sweep_dir=tmp_path,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # one job failed: the sweep did not succeed
+    assert "error: 1 of 3 jobs did not succeed (failed)" in done.stderr
     output = done.stdout + done.stderr
     assert "Bypassing sacct error" not in output and "accounting storage" not in output
     states = re.findall(r"SLURM job (\d+_\d+): ([A-Z]+)", output)
@@ -179,7 +180,7 @@ def test_a_cancelled_job_leaves_a_checkpoint_and_its_log_names_the_resume_comman
     wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)
     subprocess.run(["scancel", submitit_folder(sweep_dir, "0").name], check=True)
     _, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err  # the sweep goes on, and summarizes
+    assert process.returncode == 1, err  # the sweep goes on, summarizes, and says so
 
     checkpoint = sweep_dir / "0" / "checkpoints" / "interrupted.ckpt"
     assert checkpoint.is_file()

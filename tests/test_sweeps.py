@@ -133,7 +133,11 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
         "trainer.limit_train_batches=20",
         sweep_dir=tmp_path,
     )
-    assert result.returncode == 0, result.stderr
+    # The sweep goes on, writes its summary, then exits 1 naming where the errors are.
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 3 of 4 jobs did not succeed (failed); their errors: ")
+    assert str(tmp_path / "1" / "failure.json") in last
     rows = {r["overrides"]: r for r in summary_rows(tmp_path)}
     ok = rows[
         "debug=smoke regularization.dropout=0.0 optimizer.lr=0.01 trainer.limit_train_batches=20"
@@ -280,3 +284,33 @@ def test_sigterm_stops_the_sweep_instead_of_counting_as_a_failed_job(tmp_path):
     assert (tmp_path / "0" / "checkpoints" / "interrupted.ckpt").exists()
     assert not (tmp_path / "0" / "failure.json").exists()
     assert not (tmp_path / "1").exists()  # the sweep stopped
+
+
+def test_a_sweep_whose_jobs_all_fail_exits_1_after_its_summary(tmp_path):
+    result = multirun(*SMOKE, "regularization.dropout=1.5,2.0", sweep_dir=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert (tmp_path / "summary.md").is_file()
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 of 2 jobs did not succeed (failed); their errors: ")
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["failed", "failed"]
+
+
+def test_jobs_that_differ_only_by_seed_are_one_configuration(tmp_path):
+    result = multirun(*SMOKE, "seed=1,2,3", sweep_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = [json.loads((tmp_path / str(i) / "metrics.json").read_text()) for i in range(3)]
+    tests = [m["test/acc"] for m in jobs]
+    with open(tmp_path / "summary_configs.csv") as f:
+        (config,) = list(csv.DictReader(f))
+    assert config["configuration"] == "debug=smoke" and config["n"] == "3"
+    assert float(config["test_acc_mean"]) == pytest.approx(sum(tests) / 3)
+    assert float(config["test_acc_min"]) == min(tests) and float(config["test_acc_max"]) == max(
+        tests
+    )
+    mean = sum(tests) / 3
+    std = (sum((t - mean) ** 2 for t in tests) / 2) ** 0.5
+    assert float(config["test_acc_std"]) == pytest.approx(std)
+    # 95% interval with Student's t for 2 degrees of freedom (4.303)
+    assert float(config["test_acc_ci95"]) == pytest.approx(4.3027 * std / 3**0.5, rel=1e-3)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Best configuration by mean best val accuracy over its 3 runs: `debug=smoke`" in summary

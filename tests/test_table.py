@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,3 +176,53 @@ def test_cnn_trains_on_images(tmp_path):  # on tables it is refused: see test_ba
         )
     )
     assert metrics["test/acc"] > 0.3 and metrics["num_params"] > 100_000
+
+
+def houses_csv(path: Path) -> Path:
+    """A regression table like the README's houses.csv: numeric and categorical features."""
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "sqm": rng.uniform(30, 200, n),
+            "rooms": rng.integers(1, 7, n),
+            "city": rng.choice(["north", "south"], n),
+        }
+    )
+    frame["price"] = frame.sqm * 3000 + frame.rooms * 1e4 + rng.normal(0, 2e4, n)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_the_readme_table_example_runs_as_written(tmp_path):
+    """`python train.py data=table data.path=houses.csv data.target=price`: the task picks
+    the regressor, MSE and the regression metrics; no module= or loss= needed."""
+    houses = houses_csv(tmp_path / "houses.csv")
+    run_dir = tmp_path / "run"
+    proc = run_python(
+        "train.py",
+        "data=table",
+        f"data.path={houses}",
+        "data.target=price",
+        "debug=smoke",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "regression: module=regressor, loss=mse, metrics=regression" in proc.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"test/r2", "test/mae", "test/rmse"} <= set(metrics)
+
+
+def test_an_explicit_choice_that_contradicts_the_task_is_refused(tmp_path):
+    houses = houses_csv(tmp_path / "houses.csv")
+    proc = run_python(
+        "train.py",
+        "data=table",
+        f"data.path={houses}",
+        "data.target=price",
+        "debug=smoke",
+        "loss=cross_entropy",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 2
+    assert "need them: use loss=mse" in proc.stderr.strip().splitlines()[-1]

@@ -25,6 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.config import CONF_DIR
 from mlplab.errors import CheckpointError, ConfigError, JobRequeued, RunInterrupted
 from mlplab.runs import find_checkpoint, newest_checkpoint, resume_command, run_dir_of
 from mlplab.slurm import (
@@ -69,13 +70,13 @@ def _as_tuples(value: Any) -> Any:
 class StopSignals:
     """Ctrl-C (SIGINT) and SIGTERM, turned into a stop that a checkpoint resumes exactly from.
 
-    Lightning stops on SIGTERM after a batch but also in the middle of a validation (the
-    resumed run then lacks that epoch's validation), and turns Ctrl-C into a
+    Lightning stops on SIGTERM after a batch but also in the middle of a validation or at an
+    epoch's end (from either, the resumed run lacks a validation), and turns Ctrl-C into a
     ``KeyboardInterrupt`` anywhere, even mid-batch, then into exit status 1. Here a signal
     is only noted; the stop is handed to Lightning's own mechanism (its ``received_sigterm``
-    flag, which its loops check) where the loop state is whole: after a training batch, or
-    once a validation run is complete. While testing it is handed over at once: an
-    interrupted test is redone whole on resume. A second signal while stopping is ignored.
+    flag, which its loops check) after the next training batch that ends inside an epoch
+    (:meth:`RunStateInCheckpoint.on_train_batch_end`). While testing it is handed over at
+    once: an interrupted test is redone whole on resume. A second signal is ignored.
     With several DDP processes Lightning's own handling stays (all ranks must stop together).
     """
 
@@ -214,23 +215,29 @@ class RunStateInCheckpoint(L.Callback):
         ) from None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Now: Lightning has installed its own SIGTERM handling for this stage.
-        self.stop_signals.install(trainer)
         self.requeue_signal.install()
         remove_stale_parts(self.checkpoint_dir)
+
+    # Lightning installs its SIGTERM handler after on_fit_start, before these: ours goes on top.
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_signals.install(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_signals.install(trainer)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.stop_signals.install(trainer)
 
-    # Where the loop state is whole, a noted signal becomes Lightning's stop.
+    # A noted signal becomes Lightning's stop after a training batch that is not the epoch's
+    # last: Lightning resumes such a mid-epoch checkpoint exactly, while one taken after an
+    # epoch's end makes it skip the next epoch's validation. A validation runs to its end.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.stop_signals.hand_over()
+        batches = trainer.num_training_batches
+        if batch_idx + 1 < batches or batches == 1:  # one batch an epoch: no better place
+            self.stop_signals.hand_over()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stop_signals.hand_over(stop=False)  # a validation, once begun, runs to its end
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stop_signals.hand_over()
+        self.stop_signals.hand_over(stop=False)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -516,7 +523,7 @@ def _apply_resume_overrides(resumed: DictConfig, overrides: list[str]) -> list[s
 
 
 def _is_group(key: str) -> bool:
-    return (Path(__file__).resolve().parents[2] / "conf" / key).is_dir()
+    return (CONF_DIR / key).is_dir()
 
 
 def _check_work_left(resumed: DictConfig, checkpoint: dict[str, Any]) -> None:
@@ -549,6 +556,24 @@ def _check_work_left(resumed: DictConfig, checkpoint: dict[str, Any]) -> None:
     )
 
 
+def relocated(config: DictConfig, old: str, new: str) -> DictConfig:
+    """``config`` with every path inside run dir ``old`` moved into ``new``: a run dir that
+    was moved or copied continues where it is now, and never writes to where it was."""
+    if Path(old) == Path(new):
+        return config
+
+    def move(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, str) and (value == old or value.startswith(old.rstrip("/") + "/")):
+            return new + value[len(old.rstrip("/")) :]
+        return value
+
+    return OmegaConf.create(move(OmegaConf.to_container(config, resolve=False)))
+
+
 def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     """The config to continue a run from ``cfg.ckpt_path`` (a checkpoint, a run dir, or
     ``last``: the newest ``last.ckpt`` under ``outputs/``, i.e. the latest run), and the
@@ -560,6 +585,9 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     path = find_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(path)
     resumed = run_config(checkpoint, path)
+    run_dir = run_dir_of(path.resolve())
+    if run_dir is not None and resumed.get("output_dir"):
+        resumed = relocated(resumed, str(resumed.output_dir), str(run_dir))
     resumed.ckpt_path = str(path)
     wandb_id = checkpoint.get(WANDB_ID_KEY)
     if wandb_id and OmegaConf.select(resumed, "logger.wandb") is not None:

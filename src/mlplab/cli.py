@@ -10,21 +10,18 @@ import re
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from mlplab.config import validate_config
+from mlplab.config import CONF_DIR, validate_config
 from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
 from mlplab.runs import register_resolvers
 from mlplab.speedups import exit_without_teardown
-from mlplab.sweep import ddp_rank_argv, in_multirun, in_submitit_job, record_failure
+from mlplab.sweep import FAILED_JOBS, ddp_rank_argv, in_multirun, in_submitit_job, record_failure
 from mlplab.trainer_args import closest, known_arguments
 
 register_resolvers()  # before Hydra composes conf/train.yaml, which uses them
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def entry_point(main: Callable[[], object], config_name: str) -> None:
@@ -37,17 +34,33 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
     """
     sys.argv = ddp_rank_argv(sys.argv)
     if os.environ.get("HYDRA_FULL_ERROR"):
-        exit_without_teardown(main)
+        exit_without_teardown(lambda: _sweep_status(main))
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: reworded here
     try:
-        exit_without_teardown(main)
+        exit_without_teardown(lambda: _sweep_status(main))
     except Exception as exc:
         message = hydra_error_line(exc, config_name, sys.argv[1:])
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {shortened(message)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _sweep_status(main: Callable[[], object]) -> None:
+    """Run ``main``; a multirun in which any job did not succeed exits with status 1 (after
+    its summary: :class:`mlplab.sweep.SweepSummary`)."""
+    main()
+    if FAILED_JOBS:
+        raise SystemExit(1)
+
+
+def shortened(message: str, limit: int = 300) -> str:
+    """``message`` on one line, each overlong word (a 100,000-character value) cut short."""
+    words = " ".join(message.split()).split(" ")
+    return " ".join(
+        w if len(w) <= limit else f"{w[:limit]}... ({len(w):,} characters)" for w in words
+    )
 
 
 def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> str | None:
@@ -58,6 +71,11 @@ def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> 
         OverrideParseException,
     )
 
+    if isinstance(exc, OSError) and exc.filename:  # the run dir cannot be made (Hydra's)
+        return (
+            f"cannot create {shortened(str(exc.filename), 120)}: {exc.strerror}; choose a "
+            "writable, shorter run dir with hydra.run.dir=... (hydra.sweep.dir=... with -m)"
+        )
     text = str(exc).strip()
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
@@ -146,7 +164,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             )
             return {"status": status, cfg.get("optimized_metric"): cfg.sweep.failed_value}
         if isinstance(exc, MlplabError):
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
         raise
 

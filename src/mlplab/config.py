@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import ConfigError
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups (Hydra's)
 _ABSENT = object()
 
 

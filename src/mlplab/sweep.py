@@ -9,8 +9,12 @@ import csv
 import json
 import math
 import os
+import statistics
+import sys
 import textwrap
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +51,35 @@ def in_submitit_job() -> bool:
 DDP_JOB_ENV = "MLPLAB_DDP_JOB"
 
 
-def share_job_with_ddp_ranks(output_dir: str | Path) -> None:
-    """Tell this multirun job's DDP ranks (which Lightning starts as new processes with this
-    process's command line, ``-m`` and all) which job they belong to: they run that one job,
-    in its dir, instead of the whole sweep again (Lightning #11300, Hydra #2070)."""
+@contextmanager
+def ddp_job(output_dir: str | Path) -> Iterator[None]:
+    """One DDP launch per multirun job.
+
+    Lightning starts a job's other DDP ranks as new processes with this process's command
+    line, ``-m`` and all: they are told which job they belong to, and run that one job in
+    its dir instead of the whole sweep again (Lightning #11300, Hydra #2070). When the job
+    ends, its process group is closed and the environment Lightning set up for it
+    (``LOCAL_RANK``, ``MASTER_PORT``, ...) is put back, so that the next job of the sweep
+    launches its own ranks instead of waiting for ranks that are gone.
+    """
     from hydra.core.hydra_config import HydraConfig
 
     if not in_multirun():
+        yield
         return
+    before = dict(os.environ)
     overrides = list(HydraConfig.get().overrides.task)
     os.environ[DDP_JOB_ENV] = json.dumps({"overrides": overrides, "dir": str(output_dir)})
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update(before)
 
 
 def ddp_rank_argv(argv: list[str]) -> list[str]:
@@ -118,10 +141,56 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def summarize(sweep_dir: str | Path) -> dict[str, Path]:
-    """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return their paths."""
+# Jobs that differ only in these are repeats of one configuration: aggregated, not ranked.
+REPLICATE_KEYS = ("seed", "data.fold")
+AGGREGATED = ("test_acc", "val_acc_best")
+
+
+def configuration(row: dict[str, Any]) -> str:
+    """A job's overrides without the seed and fold: the configuration it repeats."""
+    return (
+        " ".join(f"{k}={v}" for k, v in row["params"].items() if k not in REPLICATE_KEYS)
+        or "(defaults)"
+    )
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per configuration (the finished jobs that differ only by seed or fold): ``n`` and the
+    mean, standard deviation, min, max and 95% interval (Student's t) of each metric of
+    :data:`AGGREGATED`; sorted by mean best val accuracy, best first."""
+    from scipy import stats
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            groups.setdefault(configuration(row), []).append(row)
+    configs = []
+    for name, members in groups.items():
+        entry: dict[str, Any] = {"configuration": name, "n": len(members)}
+        entry["jobs"] = " ".join(r["job"] for r in members)
+        for metric in AGGREGATED:
+            values = [float(r[metric]) for r in members if r.get(metric) is not None]
+            if not values:
+                continue
+            n, mean = len(values), statistics.fmean(values)
+            std = statistics.stdev(values) if n > 1 else 0.0
+            half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+            entry |= {
+                f"{metric}_mean": mean,
+                f"{metric}_std": std,
+                f"{metric}_min": min(values),
+                f"{metric}_max": max(values),
+                f"{metric}_ci95": half,
+            }
+        configs.append(entry)
+    return sorted(configs, key=lambda c: -c.get("val_acc_best_mean", -math.inf))
+
+
+def summarize(sweep_dir: str | Path, rows: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+    """Write summary.csv, summary.md and summary.png into ``sweep_dir`` (from its jobs'
+    ``rows``, collected if not given); return their paths."""
     sweep_dir = Path(sweep_dir)
-    rows = collect(sweep_dir)
+    rows = collect(sweep_dir) if rows is None else rows
     paths = {
         "csv": sweep_dir / "summary.csv",
         "md": sweep_dir / "summary.md",
@@ -131,8 +200,17 @@ def summarize(sweep_dir: str | Path) -> dict[str, Path]:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    paths["md"].write_text(_markdown(sweep_dir, rows))
-    _plot(rows, paths["png"], _log_params(sweep_dir))
+    configs = aggregate(rows)
+    if any(c["n"] > 1 for c in configs):  # repeats over seeds or folds: one row a configuration
+        paths["configs"] = sweep_dir / "summary_configs.csv"
+        with open(paths["configs"], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(configs[0]), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(configs)
+    else:
+        configs = []
+    paths["md"].write_text(_markdown(sweep_dir, rows, configs))
+    _plot(rows, paths["png"], _log_params(sweep_dir), configs)
     return paths
 
 
@@ -142,13 +220,39 @@ def _fmt(value: Any, percent: bool = False) -> str:
     return f"{100 * value:.2f}%" if percent else str(value)
 
 
-def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
+def _markdown(sweep_dir: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]]) -> str:
     counts = Counter(r["status"] for r in rows)
     shown = ["ok", "failed", "incomplete"] + ["interrupted"] * bool(counts["interrupted"])
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
     summary = ", ".join(f"{counts[status]} {status}" for status in shown)
     lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs: {summary}."]
-    if ok:
+    scored = [c for c in configs if "val_acc_best_mean" in c]
+    if scored:  # repeats: the best configuration by its mean, not the luckiest seed
+        best = scored[0]
+        lines.append(
+            f"Best configuration by mean best val accuracy over its {best['n']} runs: "
+            f"`{best['configuration']}`, val {_spread(best, 'val_acc_best')}, "
+            f"test {_spread(best, 'test_acc')}."
+        )
+        lines += [
+            "",
+            "| configuration | n | best val acc (mean ± std) | test acc (mean ± std) "
+            "| test 95% interval | test min | test max | jobs |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for c in configs:
+            half = c.get("test_acc_ci95", math.nan)
+            interval = (
+                f"{_fmt(c['test_acc_mean'] - half, True)} - {_fmt(c['test_acc_mean'] + half, True)}"
+                if "test_acc_mean" in c and not math.isnan(half)
+                else ""
+            )
+            lines.append(
+                f"| `{c['configuration']}` | {c['n']} | {_spread(c, 'val_acc_best')} | "
+                f"{_spread(c, 'test_acc')} | {interval} | {_fmt(c.get('test_acc_min'), True)} "
+                f"| {_fmt(c.get('test_acc_max'), True)} | {c['jobs']} |"
+            )
+    elif ok:
         best = max(ok, key=lambda r: r["val_acc_best"])
         val, test = _fmt(best["val_acc_best"], True), _fmt(best["test_acc"], True)
         lines.append(
@@ -177,7 +281,18 @@ def _markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, log_params: dict[str, bool]) -> None:
+def _spread(config: dict[str, Any], metric: str) -> str:
+    if f"{metric}_mean" not in config:
+        return ""
+    return f"{_fmt(config[f'{metric}_mean'], True)} ± {100 * config[f'{metric}_std']:.2f}"
+
+
+def _plot(
+    rows: list[dict[str, Any]],
+    path: Path,
+    log_params: dict[str, bool],
+    configs: list[dict[str, Any]] | None = None,
+) -> None:
     """Best val accuracy against each parameter that takes more than one value.
 
     Numeric parameters on a numeric axis (logarithmic where the search space says so, or,
@@ -191,7 +306,9 @@ def _plot(rows: list[dict[str, Any]], path: Path, log_params: dict[str, bool]) -
     swept = sorted(
         {k for r in rows for k in r["params"] if len({x["params"].get(k) for x in rows}) > 1}
     )
-    swept = swept or ["job"]
+    if configs:  # repeats: seeds and folds are no parameter, their spread is drawn instead
+        swept = [k for k in swept if k not in REPLICATE_KEYS]
+    swept = swept or ["configuration" if configs else "job"]
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
     failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
     best = max(ok, key=lambda r: r["val_acc_best"]) if ok else None
@@ -209,9 +326,16 @@ def _plot(rows: list[dict[str, Any]], path: Path, log_params: dict[str, bool]) -
     for ax in axes.flat[len(swept) :]:
         ax.axis("off")
     for ax, key in zip(axes.flat, swept, strict=False):
-        values = {r["job"]: str(r["params"].get(key, r["job"])) for r in rows}
+        values = {
+            r["job"]: configuration(r)
+            if key == "configuration"
+            else str(r["params"].get(key, r["job"]))
+            for r in rows
+        }
         numbers = {job: _number(v) for job, v in values.items()}
-        numeric = key != "job" and all(n is not None for n in numbers.values())
+        numeric = key not in ("job", "configuration") and all(
+            n is not None for n in numbers.values()
+        )
         if numeric:
             x_of = numbers
             positive = [n for n in numbers.values() if n > 0]
@@ -241,7 +365,25 @@ def _plot(rows: list[dict[str, Any]], path: Path, log_params: dict[str, bool]) -
                 s=40,
                 label=f"failed ({len(failed)})",
             )
-        if best is not None:
+        for c in configs or []:
+            if "val_acc_best_mean" not in c:
+                continue
+            member = next(r for r in ok if configuration(r) == c["configuration"])
+            ax.errorbar(
+                [x_of[member["job"]]],
+                [c["val_acc_best_mean"]],
+                yerr=[
+                    [c["val_acc_best_mean"] - c["val_acc_best_min"]],
+                    [c["val_acc_best_max"] - c["val_acc_best_mean"]],
+                ],
+                fmt="D",
+                color="black",
+                capsize=4,
+                markersize=5,
+                zorder=4,
+                label="mean, min-max over repeats" if c is configs[0] else None,
+            )
+        if best is not None and not configs:
             ax.scatter(
                 [x_of[best["job"]]],
                 [best["val_acc_best"]],
@@ -289,5 +431,25 @@ class SweepSummary(Callback):
     """Hydra callback: write the sweep summary when a multirun ends (also after failures)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        paths = summarize(config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect(sweep_dir)
+        paths = summarize(sweep_dir, rows)
         print(f"sweep summary: {paths['md']}")
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed:  # train.py then exits 1 (mlplab.cli.entry_point): the sweep did not succeed
+            FAILED_JOBS[:] = [r["job"] for r in failed]
+            where = ", ".join(
+                f"{sweep_dir / r['job'] / FAILURE_FILE}"
+                for r in failed
+                if r["status"] != "incomplete"
+            )
+            print(
+                f"error: {len(failed)} of {len(rows)} jobs did not succeed "
+                f"({', '.join(sorted({r['status'] for r in failed}))})"
+                + (f"; their errors: {where}" if where else ""),
+                file=sys.stderr,
+            )
+
+
+# The jobs of this process's multirun that did not succeed (read by mlplab.cli.entry_point).
+FAILED_JOBS: list[str] = []

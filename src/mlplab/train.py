@@ -27,7 +27,8 @@ from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
 from mlplab.speedups import skip_unused_batch_hooks
-from mlplab.sweep import share_job_with_ddp_ranks
+from mlplab.sweep import ddp_job
+from mlplab.tasks import with_task_defaults
 from mlplab.tracking import finishing, wandb_run_id
 
 
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # loaded now: the network's shape comes from the data
+    cfg = with_task_defaults(cfg, datamodule.task)  # regression data: regressor, mse, ...
     module = instantiate(
         cfg.module,
         input_shape=datamodule.input_shape,
@@ -60,10 +62,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = [record, EpochHistory(), run_state, *instantiate_each(cfg.callbacks)]
     trainer = make_trainer(cfg.trainer, callbacks, loggers, output_dir)
-    share_job_with_ddp_ranks(output_dir)  # DDP ranks of a sweep job run this job, not the sweep
 
-    # Loggers finish first: a requeued SLURM job is killed as soon as it is requeued.
-    with run_state.resume_hint(), finishing(loggers):
+    # Loggers finish first: a requeued SLURM job is killed as soon as it is requeued. In a
+    # sweep, a job's DDP ranks run that job only (mlplab.sweep.ddp_job).
+    with run_state.resume_hint(), finishing(loggers), ddp_job(output_dir):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         trainer.test(
             module, datamodule=datamodule, ckpt_path=tested_checkpoint(trainer), verbose=False

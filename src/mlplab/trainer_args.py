@@ -13,11 +13,12 @@ from __future__ import annotations
 import difflib
 import inspect
 from functools import cache
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-GENERATED = Path(__file__).resolve().parents[2] / "conf" / "trainer" / "lightning.yaml"
+from mlplab.config import CONF_DIR
+
+GENERATED = CONF_DIR / "trainer" / "lightning.yaml"
 HEADER = """\
 # Every argument of lightning.Trainer, with Lightning's own default: generated from the
 # installed Lightning's signature by `python -m mlplab.trainer_args` (do not edit; a test checks

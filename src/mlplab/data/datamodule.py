@@ -20,6 +20,7 @@ from torch import Tensor
 
 from mlplab.data.contract import baseline_score
 from mlplab.data.download import fetch
+from mlplab.data.folds import check_fold, fold_split
 from mlplab.data.idx import read_idx
 from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 from mlplab.errors import ConfigError, DataError
@@ -54,6 +55,9 @@ class TensorDataModule(L.LightningDataModule):
         shuffled_label_fraction: fraction of the *training* labels randomly permuted among
             themselves (seeded by ``split_seed``): 1.0 shuffles them all, the classic check that
             a model can only memorize, not generalize, when labels carry no signal.
+        folds: k-fold cross-validation (:mod:`mlplab.data.folds`): the non-test pool in
+            ``folds`` stratified, seeded parts; ``None``: the fixed train/val split.
+        fold: which part validates (0 to ``folds - 1``); the others train.
     """
 
     task = "classification"
@@ -71,8 +75,12 @@ class TensorDataModule(L.LightningDataModule):
         class_names: Sequence[str] | None = None,
         augment: Callable[[Tensor], Tensor] | None = None,
         shuffled_label_fraction: float = 0.0,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
+        check_fold(folds, fold)
+        self.folds, self.fold = folds, fold
         self.name = name
         if not 0.0 <= shuffled_label_fraction <= 1.0:
             raise ConfigError(
@@ -116,6 +124,8 @@ class TensorDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         order = torch.randperm(len(x_pool), generator=generator).numpy()
         train, val = order[:n_train], order[n_train : n_train + n_val]
+        if self.folds is not None:  # k-fold: the whole pool, fold `fold` validates
+            train, val = fold_split(y_pool, len(y_pool), self.folds, self.fold, self.split_seed)
         y_train = y_pool[train]
         if self.shuffled_label_fraction > 0:
             y_train = _shuffle_some(y_train, self.shuffled_label_fraction, self.split_seed)

@@ -26,6 +26,7 @@ import torch
 
 from mlplab.data.contract import TASKS
 from mlplab.data.datamodule import TensorDataModule
+from mlplab.data.folds import fold_split
 from mlplab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class TableDataModule(TensorDataModule):
         if not self.preprocessing.get("features"):
             self.preprocessing.update(self._fit(parts["train"], features, task))
         self.splits = {name: self._transform(part, name) for name, part in parts.items()}
+        self.rows = {name: part.index.to_numpy() for name, part in parts.items()}  # file rows
         self.input_shape = (self.splits["train"][0].shape[1],)
         names = self.preprocessing.get("classes")
         self.class_names = names
@@ -209,6 +211,15 @@ class TableDataModule(TensorDataModule):
                 parts[s] = table.iloc[order[start : start + counts[s]]]
                 start += counts[s]
             parts = {s: parts[s] for s in SPLITS}
+        if self.folds is not None:  # k-fold over the non-test rows: fold `fold` validates
+            pool = pd.concat([parts["train"], parts["val"]])
+            y = (
+                pool[self.targets[0]].astype(str).to_numpy()
+                if self.task == "classification"
+                else None
+            )
+            train, val = fold_split(y, len(pool), self.folds, self.fold, self.split_seed)
+            parts = {"train": pool.iloc[train], "val": pool.iloc[val], "test": parts["test"]}
         for s, part in parts.items():
             if part.empty:
                 raise ConfigError(
