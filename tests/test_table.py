@@ -226,3 +226,36 @@ def test_an_explicit_choice_that_contradicts_the_task_is_refused(tmp_path):
     )
     assert proc.returncode == 2
     assert "need them: use loss=mse" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_eval_scores_every_row_of_another_table_in_any_order(tmp_path):
+    houses = houses_csv(tmp_path / "houses.csv")
+    run_dir = tmp_path / "run"
+    trained = run_python(
+        "train.py",
+        "data=table",
+        f"data.path={houses}",
+        "data.target=price",
+        "debug=smoke",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    shuffled = tmp_path / "shuffled.csv"
+    pd.read_csv(houses).sample(frac=1.0, random_state=1).to_csv(shuffled, index=False)
+    scores = []
+    for i, table in enumerate((houses, shuffled)):
+        out = tmp_path / f"eval{i}"
+        proc = run_python(
+            "eval.py",
+            f"ckpt_path={run_dir}",
+            "data=table",
+            f"data.path={table}",
+            "data.target=price",
+            f"hydra.run.dir={out}",
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["split_sizes"] == {"test": 300} and metrics["test_examples"] == 300
+        assert "baseline/test_r2" in metrics  # from the training targets' stored mean
+        scores.append(metrics["test/r2"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)  # every row, whatever their order

@@ -24,6 +24,9 @@ from mlplab.trainer_args import closest, known_arguments
 register_resolvers()  # before Hydra composes conf/train.yaml, which uses them
 
 
+TASK_STARTED = False  # set once Hydra has composed the config and the task runs
+
+
 def entry_point(main: Callable[[], object], config_name: str) -> None:
     """Run a script's ``@hydra.main`` function as a command: Hydra's own errors (an unknown
     key or group option, an override that does not parse) as one ``error:`` line and exit 2;
@@ -33,7 +36,7 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
     ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full tracebacks.
     """
     sys.argv = ddp_rank_argv(sys.argv)
-    if os.environ.get("HYDRA_FULL_ERROR"):
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own test of it
         exit_without_teardown(lambda: _sweep_status(main))
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: reworded here
@@ -41,6 +44,9 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
         exit_without_teardown(lambda: _sweep_status(main))
     except Exception as exc:
         message = hydra_error_line(exc, config_name, sys.argv[1:])
+        if message is None and not TASK_STARTED:  # Hydra failed before the run began
+            first = (str(exc).strip().splitlines() or [""])[0]
+            message = f"cannot compose the config: {type(exc).__name__}: {first}"
         if message is None:
             raise
         print(f"error: {shortened(message)}", file=sys.stderr)
@@ -138,6 +144,8 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
     :class:`MlplabError` is printed as ``error: ...`` on stderr and exits with status 2
     (130 after Ctrl-C, 143 after SIGTERM, with a checkpoint to resume from).
     """
+    global TASK_STARTED
+    TASK_STARTED = True
     try:
         if validate:
             validate_config(cfg)
@@ -146,7 +154,12 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
         return function(cfg)
     except Exception as exc:
-        exc = _disk_full(exc) or _lightning_config_error(exc) or _mlplab_cause(exc)
+        exc = (
+            _disk_full(exc)
+            or _out_of_memory(exc)
+            or _lightning_config_error(exc)
+            or _mlplab_cause(exc)
+        )
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
         # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
         # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
@@ -195,6 +208,24 @@ def _lightning_config_error(exc: BaseException) -> ConfigError | None:
         if type(seen).__name__ == "MisconfigurationException":
             lines = [line.strip() for line in str(seen).strip().splitlines() if line.strip()]
             return ConfigError(" ".join(lines) or "Lightning refused the trainer settings")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> ConfigError | None:
+    """A one-line error for a model or batch too large for memory (Hydra wraps it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if (
+            isinstance(seen, MemoryError)
+            or "can't allocate memory" in text
+            or ("out of memory" in text.lower() and isinstance(seen, RuntimeError))
+        ):
+            return ConfigError(
+                "out of memory building or training the model: use smaller "
+                "model.hidden_sizes or data.batch_size (or a machine with more memory)"
+            )
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -73,8 +73,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _data_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """The data set to test on: ``cfg.data`` if chosen, else the checkpoint's own."""
+    """The data set to test on: ``cfg.data`` if chosen, else the checkpoint's own. A table
+    file chosen so (``data=table data.path=...``) is scored whole: every row, in order."""
     if cfg.get("data") is not None:
+        if "test_only" in cfg.data and cfg.data.get("path"):
+            return OmegaConf.merge(cfg.data, {"test_only": True})
         return cfg.data
     data = run_cfg.data
     if cfg.get("data_dir"):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlplab.data.contract import TASKS
+from mlplab.data.contract import TASKS, baseline_score
 from mlplab.data.datamodule import TensorDataModule
 from mlplab.data.folds import fold_split
 from mlplab.errors import ConfigError, DataError
@@ -55,6 +55,8 @@ class TableDataModule(TensorDataModule):
         train_size: training rows (count or fraction); ``None``: all the rest.
         missing: ``impute`` (training median / most frequent value) or ``error``.
         frame: the table itself (a ``pandas.DataFrame``), instead of ``path``.
+        test_only: every row is a test example (``eval.py`` on a file of its own): needs the
+            preprocessing of a trained model (loaded from its checkpoint), and scores all rows.
         **kwargs: name, batch and seed options of :class:`TensorDataModule`.
     """
 
@@ -71,6 +73,7 @@ class TableDataModule(TensorDataModule):
         train_size: float | None = None,
         missing: str = "impute",
         frame: pd.DataFrame | None = None,
+        test_only: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", Path(path).stem if path else "table")
@@ -93,6 +96,7 @@ class TableDataModule(TensorDataModule):
         self.split_column, self.missing = split_column, missing
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.preprocessing: dict[str, Any] = {}  # fitted on the training split; checkpointed
+        self.test_only = test_only
 
     # -- the table ----------------------------------------------------------------------------
     def _read(self) -> pd.DataFrame:
@@ -124,7 +128,13 @@ class TableDataModule(TensorDataModule):
                 f"data.target={missing_cols[0]!r} is not a column of {where}; its columns: "
                 f"{', '.join(map(str, table.columns))}"
             )
+        _refuse_nested(table, where)
         unlabeled = table[self.targets].isna().any(axis=1)
+        if unlabeled.all():
+            raise DataError(
+                f"target {self.targets[0]!r} has no value in any of the {len(table)} rows of "
+                f"{where}: choose the column to predict with data.target=..."
+            )
         if unlabeled.any():
             log.warning("dropped %d rows without a target value", int(unlabeled.sum()))
             table = table[~unlabeled].reset_index(drop=True)
@@ -141,21 +151,49 @@ class TableDataModule(TensorDataModule):
                 f"column {absent[0]!r} is not in {where}; its columns: "
                 f"{', '.join(map(str, table.columns))}"
             )
+        trained_on = self.preprocessing.get("features", [])
+        gone = [c for c in trained_on if c not in table.columns]
+        if gone:  # eval.py on another file: it must have the columns the model was trained on
+            raise DataError(
+                f"column {gone[0]!r}, a feature the model was trained on, is not in {where} "
+                f"({len(gone)} missing); its columns: {', '.join(map(str, table.columns))}"
+            )
         if not self.preprocessing:
+            if self.categorical is None:  # text columns become categories: are they ones?
+                for column in features:
+                    if not pd.api.types.is_numeric_dtype(table[column]):
+                        _refuse_unlikely_category(table[column], column)
             self.preprocessing = {"task": self._task(table)}
         task = self.task = self.preprocessing["task"]
         if task == "classification" and len(self.targets) > 1:
             raise ConfigError("data.target: classification takes one target column")
-        parts = self._split(table)
+        if self.test_only and not self.preprocessing.get("features"):
+            raise ConfigError(
+                "data.test_only=true scores a file with a trained model's preprocessing: "
+                "use it through eval.py ckpt_path=... data=table data.path=..."
+            )
+        parts = {"test": table} if self.test_only else self._split(table)
         if not self.preprocessing.get("features"):
             self.preprocessing.update(self._fit(parts["train"], features, task))
         self.splits = {name: self._transform(part, name) for name, part in parts.items()}
         self.rows = {name: part.index.to_numpy() for name, part in parts.items()}  # file rows
-        self.input_shape = (self.splits["train"][0].shape[1],)
+        self.input_shape = (next(iter(self.splits.values()))[0].shape[1],)
         names = self.preprocessing.get("classes")
         self.class_names = names
         self.num_outputs = len(names) if task == "classification" else len(self.targets)
-        self._warn_if_full_batch(len(parts["train"]))
+        if "train" in parts:
+            self._warn_if_full_batch(len(parts["train"]))
+
+    def baseline(self) -> dict[str, float]:
+        """The trivial predictor's score per split; without a training split (``test_only``),
+        from the training targets' summary stored with the preprocessing."""
+        if "train" in self.splits:
+            return super().baseline()
+        reference = self.preprocessing.get("baseline_reference")
+        if reference is None:  # a checkpoint from before the summary was stored
+            return {}
+        train = torch.tensor(reference)
+        return {name: baseline_score(self.task, train, y) for name, (_, y) in self.splits.items()}
 
     def _task(self, table: pd.DataFrame) -> str:
         """The task: as configured, or detected from the target (the rule is printed)."""
@@ -245,6 +283,15 @@ class TableDataModule(TensorDataModule):
                 )
         else:
             categorical = [c for c in features if not pd.api.types.is_numeric_dtype(train[c])]
+        for column in categorical:
+            levels = train[column].nunique()
+            if levels > MANY_LEVELS:
+                log.warning(
+                    "categorical column %r has %d levels in the training split: a one-hot code "
+                    "of that width; consider leaving it out (data.features=[...])",
+                    column,
+                    levels,
+                )
         numeric = [c for c in features if c not in categorical]
         values = train[numeric].astype(float)
         median = values.median().fillna(0.0)
@@ -275,6 +322,11 @@ class TableDataModule(TensorDataModule):
                     "almost surely a regression target; set data.task=regression"
                 )
             fitted["classes"] = [str(c) for c in classes]
+            # What the baseline needs of the training targets: the majority class ...
+            counts = labels.map({c: i for i, c in enumerate(classes)}).value_counts()
+            fitted["baseline_reference"] = [int(counts.idxmax())]
+        else:  # ... or their mean
+            fitted["baseline_reference"] = [train[self.targets].astype(float).mean().tolist()]
         return fitted
 
     def _transform(self, part: pd.DataFrame, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,6 +405,49 @@ class TableDataModule(TensorDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.preprocessing = state_dict.get("preprocessing") or self.preprocessing
+
+
+MANY_LEVELS = 1000  # a categorical column with more levels than this gets a warning
+
+
+def _refuse_nested(table: pd.DataFrame, where: Any) -> None:
+    """A cell holding a list, a dict or an array (Parquet's list and struct columns) is no
+    feature or target: refused, naming the column."""
+    for column in table.columns:
+        if table[column].dtype != object:
+            continue
+        sample = table[column].dropna()
+        nested = sample[sample.map(lambda v: isinstance(v, list | tuple | dict | np.ndarray))]
+        if len(nested):
+            kind = type(nested.iloc[0]).__name__
+            raise DataError(
+                f"column {column!r} of {where} holds {kind} values (e.g. "
+                f"{str(nested.iloc[0])[:60]}): a table cell must be a number or a category; "
+                "flatten it into columns, or leave it out with data.features=[...]"
+            )
+
+
+def _refuse_unlikely_category(values: pd.Series, column: str) -> None:
+    """A text column that is almost all numbers (a few stray strings), or that has another
+    value in every row (an ID), would become a huge one-hot code: refused, naming it."""
+    present = values.dropna()
+    if present.empty:
+        return
+    numbers = pd.to_numeric(present, errors="coerce")
+    share = float(numbers.notna().mean())
+    if share >= 0.9:
+        stray = present[numbers.isna()].iloc[0]
+        raise DataError(
+            f"column {column!r} is numeric but for {int(numbers.isna().sum())} values such as "
+            f"{stray!r} ({share:.0%} are numbers): clean or drop those values (a gap is "
+            f"imputed), or declare it categorical with data.categorical=[{column}]"
+        )
+    if len(present) >= 50 and present.nunique() == len(present):
+        raise DataError(
+            f"column {column!r} has another value in every one of its {len(present)} "
+            f"rows (e.g. {present.iloc[0]!r}): an ID, not a feature; leave it out with "
+            f"data.features=[...], or declare it categorical with data.categorical=[{column}]"
+        )
 
 
 def _count(size: float, n: int, split: str) -> int:
