@@ -282,7 +282,8 @@ def test_sigterm_stops_the_sweep_instead_of_counting_as_a_failed_job(tmp_path):
     assert process.returncode == 143, err
     assert "resume with: python train.py ckpt_path=" in err.strip().splitlines()[-1]
     assert (tmp_path / "0" / "checkpoints" / "interrupted.ckpt").exists()
-    assert not (tmp_path / "0" / "failure.json").exists()
+    assert json.loads((tmp_path / "0" / "failure.json").read_text())["status"] == "interrupted"
+    assert "| interrupted |" in (tmp_path / "summary.md").read_text()  # summarized as it stopped
     assert not (tmp_path / "1").exists()  # the sweep stopped
 
 

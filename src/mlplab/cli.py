@@ -18,7 +18,14 @@ from mlplab.config import CONF_DIR, validate_config
 from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
 from mlplab.runs import register_resolvers
 from mlplab.speedups import exit_without_teardown
-from mlplab.sweep import FAILED_JOBS, ddp_rank_argv, in_multirun, in_submitit_job, record_failure
+from mlplab.sweep import (
+    FAILED_JOBS,
+    ddp_rank_argv,
+    in_multirun,
+    in_submitit_job,
+    record_failure,
+    summarize_sweep,
+)
 from mlplab.trainer_args import closest, known_arguments
 
 register_resolvers()  # before Hydra composes conf/train.yaml, which uses them
@@ -176,6 +183,11 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
                 file=sys.stderr,
             )
             return {"status": status, cfg.get("optimized_metric"): cfg.sweep.failed_value}
+        if ends_process and in_multirun() and not isinstance(exc, JobRequeued):
+            # The sweep stops here: its summary says so (this job interrupted, the rest not
+            # run), and the last line says how to resume this job.
+            record_failure(cfg.output_dir, exc, "interrupted")
+            print(f"sweep summary: {summarize_sweep()}", file=sys.stderr)
         if isinstance(exc, MlplabError):
             print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None

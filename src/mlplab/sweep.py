@@ -451,5 +451,12 @@ class SweepSummary(Callback):
             )
 
 
+def summarize_sweep() -> Path:
+    """Write the summary of this job's sweep now (a sweep that stops early); its summary.md."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return summarize(HydraConfig.get().sweep.dir)["md"]
+
+
 # The jobs of this process's multirun that did not succeed (read by mlplab.cli.entry_point).
 FAILED_JOBS: list[str] = []
