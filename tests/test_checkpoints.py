@@ -171,7 +171,9 @@ def assert_refused(command: list[str], key: str, path: Path, where: str, out: Pa
     assert f"names {where}._target_=" in last and "refused, nothing was built" in last
 
 
-@pytest.mark.parametrize("payload", list(PAYLOADS))
+@pytest.mark.parametrize(
+    "payload", [p if p == "shutil" else pytest.param(p, marks=pytest.mark.slow) for p in PAYLOADS]
+)
 def test_a_stored_config_runs_no_code(finished_run, tmp_path, payload):
     target = tmp_path / "created-by-the-checkpoint"
     path = tampered(finished_run, tmp_path, "callbacks.evil", PAYLOADS[payload](target))
@@ -188,6 +190,7 @@ def test_a_stored_config_runs_no_code(finished_run, tmp_path, payload):
     ],
     ids=["eval-augment", "resume", "transfer"],
 )
+@pytest.mark.slow
 def test_no_entry_point_builds_from_a_stored_config(finished_run, tmp_path, command, key, where):
     target = tmp_path / "created-by-the-checkpoint"
     path = tampered(finished_run, tmp_path, where, PAYLOADS["pathlib"](target))

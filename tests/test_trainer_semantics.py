@@ -216,7 +216,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# The fast suite runs these; the rest of the matrix runs in make test-all.
+FAST = {"check_val_every_n_epoch", "max_steps", "limit_batches_fractions", "no_checkpointing"}
+
+
+@pytest.mark.parametrize(
+    "case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
+)
 def test_trainer_argument(tmp_path: Path, case: str) -> None:
     overrides, reason, check = CASES[case]
     run_dir = tmp_path / "run"
