@@ -458,7 +458,11 @@ def continued_config(cfg: DictConfig, overrides: list[str] | None = None) -> Dic
         cfg = cfg.copy()
         cfg.ckpt_path = str(checkpoint)
         print(f"SLURM requeued this job (restart {restart_count()}): continuing it")
-        return resume_config(cfg)[0]  # the same job: its command line made the stored config
+        resumed = resume_config(cfg)[0]  # the same job: its command line made the stored config
+        print(
+            f"resuming {resumed.output_dir} from {resumed.ckpt_path} with the config stored in it"
+        )
+        return resumed
     resumed, checkpoint = resume_config(cfg)
     if overrides is None and not _hydra_running():
         # train(cfg) called directly: the given config's limits are what is asked for.
