@@ -9,7 +9,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from omegaconf import DictConfig
@@ -198,36 +198,39 @@ def _no_lightning_info(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("lightning") and record.levelno < logging.WARNING)
 
 
-def _disk_full(exc: BaseException) -> DiskFullError | None:
-    """A one-line error for a full disk anywhere behind ``exc`` (Lightning and Hydra wrap it)."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what lies behind it (Lightning and Hydra wrap what a run raised)."""
     seen: BaseException | None = exc
     while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _disk_full(exc: BaseException) -> DiskFullError | None:
+    """A one-line error for a full disk anywhere behind ``exc``."""
+    for seen in _chain(exc):
         if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
             where = seen.filename or "the run's files"
             return DiskFullError(
                 f"no space left on the device writing {where}: free some space, or point the "
                 "run dir at another disk (hydra.run.dir=...)"
             )
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
 def _lightning_config_error(exc: BaseException) -> ConfigError | None:
     """Lightning's ``MisconfigurationException`` (an impossible Trainer setting, e.g. a
     ``limit_val_batches`` fraction of less than one batch) as a one-line config error."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in _chain(exc):
         if type(seen).__name__ == "MisconfigurationException":
             lines = [line.strip() for line in str(seen).strip().splitlines() if line.strip()]
             return ConfigError(" ".join(lines) or "Lightning refused the trainer settings")
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
 def _out_of_memory(exc: BaseException) -> ConfigError | None:
-    """A one-line error for a model or batch too large for memory (Hydra wraps it)."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    """A one-line error for a model or batch too large for memory."""
+    for seen in _chain(exc):
         text = str(seen)
         if (
             isinstance(seen, MemoryError)
@@ -238,7 +241,6 @@ def _out_of_memory(exc: BaseException) -> ConfigError | None:
                 "out of memory building or training the model: use smaller "
                 "model.hidden_sizes or data.batch_size (or a machine with more memory)"
             )
-        seen = seen.__cause__ or seen.__context__
     return None
 
 

@@ -52,6 +52,7 @@ class RunRecord(L.Callback):
         self.console: list[str] = []  # lines printed before the headline
         self.wandb_summary: dict[str, Any] = {}
         self.files: dict[str, Path] = {}  # what the run wrote, by name
+        self.tested: tuple[Tensor, Tensor] | None = None  # the test examples measured
         self._clock = 0.0
         self._wall = 0.0
 
@@ -136,7 +137,7 @@ class RunRecord(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._wall += time.perf_counter() - self._clock
         test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        measured = measured_examples(trainer)
+        self.tested = measured = measured_examples(trainer)  # the report draws these too
         if measured is not None:
             self.metrics["test_examples"] = len(measured[1])
         metric, baseline = _baseline(trainer, measured)

@@ -23,7 +23,6 @@ from mlplab.record import (
     RunRecord,
     baseline_sentences,
     format_metric,
-    measured_examples,
     training_sentence,
 )
 
@@ -309,7 +308,7 @@ class RunReport(L.Callback):
             return
         datamodule = trainer.datamodule
         pictures: dict[str, Path] = {}
-        for name, draw in self._pictures(record, trainer, pl_module, datamodule).items():
+        for name, draw in self._pictures(record, pl_module, datamodule).items():
             path = record.output_dir / f"{name}.png"
             try:
                 pictures[name] = draw(path)
@@ -322,7 +321,7 @@ class RunReport(L.Callback):
 
     @staticmethod
     def _pictures(
-        record: RunRecord, trainer: L.Trainer, pl_module: L.LightningModule, datamodule: Any
+        record: RunRecord, pl_module: L.LightningModule, datamodule: Any
     ) -> dict[str, Callable[[Path], Path]]:
         m = record.metrics
         pictures: dict[str, Callable[[Path], Path]] = {}
@@ -333,7 +332,7 @@ class RunReport(L.Callback):
         if not isinstance(datamodule, TaskData):
             return pictures
         # Exactly the examples the test metrics were computed on (limit_test_batches).
-        x, y = measured_examples(trainer) or datamodule.splits["test"]
+        x, y = record.tested or datamodule.splits["test"]
         outputs, y = predict(pl_module, x), y.cpu()
         if datamodule.task == "regression":
             pictures["predicted_vs_true"] = lambda p: plot_predicted_vs_true(y, outputs, p)
