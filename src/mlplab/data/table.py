@@ -102,20 +102,7 @@ class TableDataModule(TensorDataModule):
     def _read(self) -> pd.DataFrame:
         if self.frame is not None:
             return self.frame.copy()
-        path = self.path
-        if not path.is_file():
-            raise DataError(f"data.path={path} does not exist: give the CSV or Parquet file")
-        try:
-            if path.suffix.lower() in (".parquet", ".pq"):
-                table = pd.read_parquet(path)
-            else:
-                table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-        except Exception as exc:  # pandas and pyarrow raise many types for a bad file
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"cannot read {path}: {first}") from exc
-        if table.empty:
-            raise DataError(f"{path} holds no rows: a table needs a header and data rows")
-        return table
+        return read_table(self.path, "data.path")
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -128,7 +115,7 @@ class TableDataModule(TensorDataModule):
                 f"data.target={missing_cols[0]!r} is not a column of {where}; its columns: "
                 f"{', '.join(map(str, table.columns))}"
             )
-        _refuse_nested(table, where)
+        refuse_nested(table, where)
         unlabeled = table[self.targets].isna().any(axis=1)
         if unlabeled.all():
             raise DataError(
@@ -151,13 +138,7 @@ class TableDataModule(TensorDataModule):
                 f"column {absent[0]!r} is not in {where}; its columns: "
                 f"{', '.join(map(str, table.columns))}"
             )
-        trained_on = self.preprocessing.get("features", [])
-        gone = [c for c in trained_on if c not in table.columns]
-        if gone:  # eval.py on another file: it must have the columns the model was trained on
-            raise DataError(
-                f"column {gone[0]!r}, a feature the model was trained on, is not in {where} "
-                f"({len(gone)} missing); its columns: {', '.join(map(str, table.columns))}"
-            )
+        self.require_features(table, where)  # eval.py on another file
         if not self.preprocessing:
             if self.categorical is None:  # text columns become categories: are they ones?
                 for column in features:
@@ -329,11 +310,27 @@ class TableDataModule(TensorDataModule):
             fitted["baseline_reference"] = [train[self.targets].astype(float).mean().tolist()]
         return fitted
 
+    def require_features(self, table: pd.DataFrame, where: Any) -> None:
+        """Refuse a table that lacks a column the model was trained on, naming it."""
+        gone = [c for c in self.preprocessing.get("features", []) if c not in table.columns]
+        if gone:
+            raise DataError(
+                f"column {gone[0]!r}, a feature the model was trained on, is not in {where} "
+                f"({len(gone)} missing); its columns: {', '.join(map(str, table.columns))}"
+            )
+
     def _transform(self, part: pd.DataFrame, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode(part, split), self._targets(part, split)
+
+    def encode(self, part: pd.DataFrame, split: str = "input") -> torch.Tensor:
+        """The features of ``part`` as the model sees them, ``(N, F)`` float32, with the
+        fitted preprocessing: numeric columns imputed and standardized, then each categorical
+        column one-hot encoded (the order of ``preprocessing["numeric"]`` and
+        ``preprocessing["categorical"]``). Columns other than the features are ignored."""
         p = self.preprocessing
-        numeric = part[p["numeric"]].astype(float)
         blocks = []
         if p["numeric"]:
+            numeric = _numeric(part, p["numeric"], split)
             gaps = int(numeric.isna().to_numpy().sum())
             if gaps and self.missing == "error":
                 raise DataError(
@@ -385,6 +382,10 @@ class TableDataModule(TensorDataModule):
                 (labels.to_numpy()[:, None] == np.array(categories)[None, :]).astype(float)
             )
         x = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(part), 0))
+        return torch.from_numpy(x.astype(np.float32))
+
+    def _targets(self, part: pd.DataFrame, split: str) -> torch.Tensor:
+        p = self.preprocessing
         if p["task"] == "classification":
             index = {c: i for i, c in enumerate(p["classes"])}
             labels = part[self.targets[0]].map(lambda v: index.get(str(v), -1)).to_numpy()
@@ -397,7 +398,7 @@ class TableDataModule(TensorDataModule):
         else:
             values = part[self.targets].to_numpy(dtype=np.float32, copy=True)
             y = torch.from_numpy(values[:, 0].copy() if len(self.targets) == 1 else values)
-        return torch.from_numpy(x.astype(np.float32)), y
+        return y
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "preprocessing": self.preprocessing}
@@ -408,9 +409,46 @@ class TableDataModule(TensorDataModule):
 
 
 MANY_LEVELS = 1000  # a categorical column with more levels than this gets a warning
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
-def _refuse_nested(table: pd.DataFrame, where: Any) -> None:
+def read_table(path: str | Path, what: str = "the table") -> pd.DataFrame:
+    """A CSV, TSV or Parquet file as a data frame; a missing, unreadable or empty file is a
+    one-line ``DataError`` (``what`` names the setting that gave the path)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{what}={path} does not exist: give the CSV or Parquet file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except Exception as exc:  # pandas and pyarrow raise many types for a bad file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read {path}: {first}") from exc
+    if table.empty:
+        raise DataError(f"{path} holds no rows: a table needs a header and data rows")
+    return table
+
+
+def _numeric(part: pd.DataFrame, columns: list[str], split: str) -> pd.DataFrame:
+    """The numeric feature columns as floats; a value that is no number is refused, named."""
+    try:
+        return part[columns].astype(float)
+    except (TypeError, ValueError):
+        for column in columns:
+            numbers = pd.to_numeric(part[column], errors="coerce")
+            bad = part[column][numbers.isna() & part[column].notna()]
+            if len(bad):
+                raise DataError(
+                    f"column {column!r}, numeric in training, holds {len(bad)} values that are "
+                    f"no number in the {split} rows, such as {str(bad.iloc[0])[:60]!r}: clean "
+                    "them, or leave them empty (a gap is imputed)"
+                ) from None
+        raise
+
+
+def refuse_nested(table: pd.DataFrame, where: Any) -> None:
     """A cell holding a list, a dict or an array (Parquet's list and struct columns) is no
     feature or target: refused, naming the column."""
     for column in table.columns:
