@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -164,3 +165,59 @@ def bare_trainer(tmp_path: Path, callbacks: list, **kwargs):
         "default_root_dir": tmp_path,
     }
     return L.Trainer(callbacks=callbacks, **(options | kwargs))
+
+
+QUIET_RUN = [
+    "callbacks.progress_bar=null",
+    "callbacks.lr_monitor=null",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+# -- trained checkpoints shared by the prediction and export tests ----------------------------
+def houses(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """A user's table: an id, numbers with gaps, a categorical column, a price and a band."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "house_id": [f"H{seed}-{i:04d}" for i in range(n)],
+            "sqm": rng.uniform(30, 200, n),
+            "rooms": rng.integers(1, 7, n).astype(float),
+            "city": rng.choice(["north", "south", "east"], n),
+        }
+    )
+    frame["price"] = frame.sqm * 3000 + frame.rooms * 1e4 + rng.normal(0, 2e4, n)
+    frame["price"] += np.where(frame.city == "north", 1e5, 0.0)
+    frame["band"] = np.where(frame.price > frame.price.median(), "dear", "cheap")
+    frame.loc[[3, 8], "sqm"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A short MLP run on the bundled digits: its run dir."""
+    out = tmp_path_factory.mktemp("digits")
+    from mlplab.train import train
+
+    overrides = [*QUIET_RUN, "trainer.max_epochs=2", "trainer.limit_train_batches=10"]
+    train(compose_config(overrides, out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def table_runs(tmp_path_factory):
+    """A regression (price) and a classification (band) model of the same table."""
+    root = tmp_path_factory.mktemp("tables")
+    path = root / "houses.csv"
+    houses().to_csv(path, index=False)
+    from mlplab.train import train
+
+    runs = {}
+    for target in ("price", "band"):
+        out = root / target
+        features = "data.features=[sqm,rooms,city]"
+        overrides = [*QUIET_RUN, "data=table", f"data.path={path}", f"data.target={target}"]
+        train(compose_config([*overrides, features, "trainer.max_epochs=40"], out))
+        runs[target] = out
+    return runs

@@ -1,3 +1,15 @@
 """mlplab: a PyTorch Lightning + Hydra template for the classic MNIST MLP."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # ``mlplab.predict(checkpoint, data)``, imported when first used: ``import mlplab`` stays
+    # light (the command lines check their config before torch loads).
+    if name == "predict":
+        from mlplab.prediction import predict
+
+        return predict
+    raise AttributeError(f"module 'mlplab' has no attribute {name!r}")

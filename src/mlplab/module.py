@@ -131,6 +131,15 @@ class Classifier(CheapHookNames, L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
+        """What a user of the model gets for a batch of inputs (or of inputs and targets)."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self.predictions(self(x))
+
+    def predictions(self, outputs: Tensor) -> Tensor:
+        """``forward``'s outputs as a user reads them: class probabilities."""
+        return outputs.softmax(-1)
+
     def on_train_epoch_end(self) -> None:
         self._check_finite(self._steps.get("fit", []))
         self._log_epoch("fit")
@@ -242,6 +251,10 @@ class Regressor(Classifier):
 
     def compute_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return self.loss(self._standard(outputs), self._standard(targets))
+
+    def predictions(self, outputs: Tensor) -> Tensor:
+        """Values in the targets' units, as ``forward`` gives them."""
+        return outputs
 
     def null_prediction(self, outputs: Tensor) -> Tensor:
         """What a model that learned nothing predicts: the training mean."""
