@@ -38,8 +38,9 @@ test-all: $(STAMP)  ## all tests, including slow ones (full MNIST, sweeps, DDP, 
 	$(PY) -m pytest $(ARGS)
 
 MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
-bench: $(STAMP)  ## mlplab vs a plain PyTorch loop vs a classic Lightning setup (MNIST_DIR=...)
+bench: $(STAMP)  ## mlplab vs a plain PyTorch loop vs classic Lightning; serving (MNIST_DIR=...)
 	$(PY) benchmarks/bench.py --data-dir $(MNIST_DIR) --full-run $(ARGS)
+	$(PY) benchmarks/serving.py --data-dir $(MNIST_DIR)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check .

@@ -130,6 +130,7 @@ def test_a_run_dir_resumes_from_its_newer_checkpoint_interrupted_or_last(tmp_pat
 
 
 # -- a stored config is data: it builds nothing outside the trusted packages ------------------
+SLOW = pytest.mark.slow
 PAYLOADS = {
     "pathlib": lambda target: {
         "_target_": "pathlib.Path.touch",
@@ -184,13 +185,20 @@ def test_a_stored_config_runs_no_code(finished_run, tmp_path, payload):
 @pytest.mark.parametrize(
     ("command", "key", "where"),
     [
-        (["eval.py"], "ckpt_path", "data.augment"),
-        (["train.py"], "ckpt_path", "callbacks.evil"),
-        (["train.py", "debug=smoke", "model=pretrained"], "model.checkpoint", "callbacks.evil"),
+        pytest.param(["eval.py"], "ckpt_path", "data.augment", marks=SLOW),
+        pytest.param(["train.py"], "ckpt_path", "callbacks.evil", marks=SLOW),
+        pytest.param(
+            ["train.py", "debug=smoke", "model=pretrained"],
+            "model.checkpoint",
+            "callbacks.evil",
+            marks=SLOW,
+        ),
+        (["predict.py", f"input={__file__}"], "ckpt_path", "data.augment"),
+        pytest.param(["predict.py", f"input={__file__}"], "ckpt_path", "module.net", marks=SLOW),
+        pytest.param(["export.py"], "ckpt_path", "data.augment", marks=SLOW),
     ],
-    ids=["eval-augment", "resume", "transfer"],
+    ids=["eval-augment", "resume", "transfer", "predict-data", "predict-net", "export"],
 )
-@pytest.mark.slow
 def test_no_entry_point_builds_from_a_stored_config(finished_run, tmp_path, command, key, where):
     target = tmp_path / "created-by-the-checkpoint"
     path = tampered(finished_run, tmp_path, where, PAYLOADS["pathlib"](target))

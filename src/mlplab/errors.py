@@ -39,3 +39,7 @@ class TrackingError(MlplabError):
 
 class DiskFullError(MlplabError):
     """A file of the run could not be written: no space left on the device."""
+
+
+class ExportError(MlplabError):
+    """An exported model does not give the PyTorch model's outputs (or cannot be written)."""

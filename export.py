@@ -1,0 +1,15 @@
+"""Export a trained model for serving: ``python export.py ckpt_path=<run dir> format=onnx``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from mlplab.cli import entry_point, run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    run_task(cfg, "mlplab.export:export_command", validate=False)
+
+
+if __name__ == "__main__":
+    entry_point(main, "export")  # Hydra's errors as one line; see mlplab.cli
