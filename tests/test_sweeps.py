@@ -92,6 +92,39 @@ def test_optuna_search_runs_seeded_trials_and_reports_the_best(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_stored_study_run_again_continues_with_new_trials_in_new_job_dirs(tmp_path):
+    study = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
+        "hydra.sweeper.study_name=s1",
+    ]
+    sweep_dir = tmp_path / "sweep"  # the same sweep dir both times: nothing may be overwritten
+    first = multirun(*SMOKE, *study, sweep_dir=sweep_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    firsts = {j: (sweep_dir / str(j) / "metrics.json").read_text() for j in range(3)}
+    second = multirun(*SMOKE, *study, sweep_dir=sweep_dir)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "study s1 continues after its 3 trials" in second.stdout + second.stderr
+    jobs = sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit())
+    assert jobs == list(range(6))
+    assert all((sweep_dir / str(j) / "metrics.json").read_text() == firsts[j] for j in range(3))
+
+    def params(job: int) -> tuple[str, ...]:
+        overrides = (sweep_dir / str(job) / ".hydra" / "overrides.yaml").read_text()
+        return tuple(line for line in overrides.splitlines() if "debug=" not in line)
+
+    assert {params(j) for j in range(3)}.isdisjoint({params(j) for j in range(3, 6)})
+    with open(sweep_dir / "study.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert [t["number"] for t in trials] == [str(i) for i in range(6)]
+    assert {t["state"] for t in trials} == {"COMPLETE"}
+    for job, trial in enumerate(trials):  # trial n is job n
+        metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
+        assert float(trial["value"]) == pytest.approx(metrics["val/acc_best"])
+
+
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_sharing_the_cores(tmp_path):
     result = multirun(
         *SMOKE,
