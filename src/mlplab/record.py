@@ -193,15 +193,23 @@ def baseline_sentences(m: dict[str, Any], strong: str = "") -> list[str]:
     lines = []
     if "margin_points" in m:
         lines.append(
-            f"majority-class baseline {100 * m['baseline/test_acc']:.2f}%: "
-            f"the model beats it by {strong}{m['margin_points']:.2f} points{strong}"
+            f"majority-class baseline {100 * m['baseline/test_acc']:.2f}%: the model "
+            + _margin(m["margin_points"], f"{abs(m['margin_points']):.2f} points", strong)
         )
     if "margin_r2" in m:
         lines.append(
-            f"predicting the training mean: R² {m['baseline/test_r2']:.4f}; "
-            f"the model beats it by {strong}{m['margin_r2']:.4f}{strong}"
+            f"predicting the training mean: R² {m['baseline/test_r2']:.4f}; the model "
+            + _margin(m["margin_r2"], f"{abs(m['margin_r2']):.4f}", strong)
         )
     return lines
+
+
+def _margin(margin: float, amount: str, strong: str) -> str:
+    """``beats it by X``, or for a model no better than the baseline ``falls short of it by X``."""
+    if margin == 0:
+        return f"ties it ({strong}{amount}{strong})"
+    verb = "beats it by" if margin > 0 else "falls short of it by"
+    return f"{verb} {strong}{amount}{strong}"
 
 
 def _epochs_line(m: dict[str, Any]) -> str:
