@@ -31,11 +31,17 @@ DEMOS := lr_too_high,lr_too_low,shuffled_labels,deep_sigmoid,overfit_small_data
 demos: $(STAMP)  ## the training doctor's five failure demos as one sweep (see summary.md)
 	$(PY) train.py -m experiment=$(DEMOS) logger=csv $(ARGS)
 
+# Tests in parallel processes, one per core (pytest-xdist), a test file's tests together (its
+# module fixtures are built once): most of a test's time is a CLI process starting on one core.
+# TEST_JOBS=0 runs them in this process, one after the other.
+TEST_JOBS ?= auto
+PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
+
 test: $(STAMP)  ## fast tests (no slow end-to-end runs)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 test-all: $(STAMP)  ## all tests, including slow ones (full MNIST, sweeps, DDP, kill-and-resume)
-	$(PY) -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
 bench: $(STAMP)  ## mlplab vs a plain PyTorch loop vs classic Lightning; serving (MNIST_DIR=...)
