@@ -49,6 +49,7 @@ def test_idx_reader_accepts_uncompressed_files(tmp_path):
         (gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc"), "truncated"),
         (b"not gzip at all", "cannot read"),
     ],
+    ids=["bad-magic", "truncated", "not-gzip"],  # gzip bytes hold a time stamp: no stable id
 )
 def test_idx_reader_refuses_corrupt_files(tmp_path, content, message):
     path = tmp_path / "bad-idx1-ubyte.gz"

@@ -320,6 +320,43 @@ def test_sigterm_stops_the_sweep_instead_of_counting_as_a_failed_job(tmp_path):
     assert not (tmp_path / "1").exists()  # the sweep stopped
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("to", ["parent", "group"])
+def test_ctrl_c_stops_a_joblib_sweep_with_a_checkpoint_per_running_job(tmp_path, to):
+    """Ctrl-C in a terminal reaches every process of the sweep ("group"); a scheduler's
+    signal only the sweep's own process ("parent"), which passes it on to its workers."""
+    process = subprocess.Popen(
+        [
+            sys.executable, "train.py", "-m", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "logger=csv", "data.batch_size=16",
+            "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
+            "optimizer=sgd,adam,momentum", f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a shell job has
+    )  # fmt: skip
+    running = [tmp_path / job / "checkpoints" / "last.ckpt" for job in ("0", "1")]
+    deadline = time.monotonic() + 300
+    while not all(path.exists() for path in running):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    if to == "group":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    for job in ("0", "1"):
+        failure = json.loads((tmp_path / job / "failure.json").read_text())
+        assert failure["status"] == "interrupted", (failure, err[-3000:])
+        assert (tmp_path / job / "checkpoints" / "interrupted.ckpt").exists(), err[-3000:]
+        assert f"job {job}: resume with: python train.py ckpt_path=" in out
+    assert not (tmp_path / "2" / "metrics.json").exists()  # no job starts after the signal
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 interrupted" in summary
+
+
 def test_a_sweep_whose_jobs_all_fail_exits_1_after_its_summary(tmp_path):
     result = multirun(*SMOKE, "regularization.dropout=1.5,2.0", sweep_dir=tmp_path)
     assert result.returncode == 1, result.stderr

@@ -20,11 +20,14 @@ from mlplab.runs import register_resolvers
 from mlplab.speedups import exit_without_teardown
 from mlplab.sweep import (
     FAILED_JOBS,
+    STOPPED_BY,
     ddp_rank_argv,
     in_multirun,
+    in_parallel_job,
     in_submitit_job,
     record_failure,
     summarize_sweep,
+    sweep_stopped,
 )
 from mlplab.trainer_args import closest, known_arguments
 
@@ -64,6 +67,8 @@ def _sweep_status(main: Callable[[], object]) -> None:
     """Run ``main``; a multirun in which any job did not succeed exits with status 1 (after
     its summary: :class:`mlplab.sweep.SweepSummary`)."""
     main()
+    if STOPPED_BY:  # a parallel sweep stopped by a signal: 130 (Ctrl-C) or 143 (SIGTERM)
+        raise SystemExit(128 + STOPPED_BY[0])
     if FAILED_JOBS:
         raise SystemExit(1)
 
@@ -153,6 +158,9 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
     """
     global TASK_STARTED
     TASK_STARTED = True
+    if sweep_stopped():  # a parallel sweep stopped by Ctrl-C or SIGTERM: this job never starts
+        record_failure(cfg.output_dir, RunInterrupted("the sweep was stopped", 130), "not run")
+        return {"status": "not run", cfg.get("optimized_metric"): cfg.sweep.failed_value}
     try:
         if validate:
             validate_config(cfg)
@@ -172,14 +180,17 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
         # A SLURM job (submitit) is its own process: its SIGTERM (scancel) stops that job only.
         # A requeued one continues when it restarts: no result for the sweep yet.
+        # A joblib worker's job returns, so that joblib waits for the other jobs to save
+        # their checkpoints too; the sweep's own process then ends it (mlplab.sweep._StopJobs).
         ends_process = isinstance(exc, RunInterrupted) and (
-            isinstance(exc, JobRequeued) or not in_submitit_job()
+            isinstance(exc, JobRequeued) or not (in_submitit_job() or in_parallel_job())
         )
         if in_multirun() and not ends_process and not cfg.get("sweep", {}).get("fail_fast", False):
             status = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
             record_failure(cfg.output_dir, exc, status)
+            goes_on = "" if in_parallel_job() and status == "interrupted" else ", sweep continues"
             print(
-                f"error: job {status}, sweep continues: {type(exc).__name__}: {exc}",
+                f"error: job {status}{goes_on}: {type(exc).__name__}: {shortened(str(exc))}",
                 file=sys.stderr,
             )
             return {"status": status, cfg.get("optimized_metric"): cfg.sweep.failed_value}

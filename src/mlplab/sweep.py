@@ -5,10 +5,12 @@ Importing this module loads no torch: Hydra instantiates :class:`SweepSummary` a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import textwrap
@@ -45,6 +47,67 @@ def in_multirun() -> bool:
 def in_submitit_job() -> bool:
     """Whether this process is a job that hydra-submitit-launcher started (on SLURM or not)."""
     return "SUBMITIT_FOLDER" in os.environ
+
+
+def _parallel_launcher(config: Any) -> bool:
+    """Whether the launcher runs the jobs in worker processes of this one (joblib)."""
+    return "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+
+
+def in_parallel_job() -> bool:
+    """Whether this job runs in a worker process of a parallel launcher (joblib)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return in_multirun() and "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
+
+
+# In the sweep dir once a parallel sweep got Ctrl-C or SIGTERM: no job starts after it.
+STOP_FILE = "stopped"
+STOPPED_BY: list[int] = []  # the signal that stopped this process's sweep (read by mlplab.cli)
+
+
+def sweep_stopped() -> bool:
+    """Whether this job's parallel sweep was stopped before the job began."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return in_parallel_job() and (Path(HydraConfig.get().sweep.dir) / STOP_FILE).exists()
+
+
+class _StopJobs:
+    """A parallel sweep's own handler of Ctrl-C and SIGTERM: instead of joblib's abort (which
+    kills the workers mid-write), each running job gets the signal (the terminal sends Ctrl-C
+    to them too; a scheduler's SIGTERM reaches this process only) and stops at a batch
+    boundary with a checkpoint, no new job starts, and the sweep ends with its summary."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir = sweep_dir
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if STOPPED_BY:
+            return  # a second Ctrl-C changes nothing
+        STOPPED_BY.append(signum)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / STOP_FILE).write_text(signal.Signals(signum).name + "\n")
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        os.write(2, f"{name}: stopping the sweep; running jobs save a checkpoint\n".encode())
+        for pid in _child_pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+
+
+def _child_pids() -> list[int]:
+    """This process's children (Linux /proc; elsewhere none: Ctrl-C reaches them anyway)."""
+    me, children = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me:
+                children.append(int(stat.parent.name))
+    return children
 
 
 # A multirun job's command line for its other DDP ranks (set by the job, read by the ranks).
@@ -222,7 +285,9 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 def _markdown(sweep_dir: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]]) -> str:
     counts = Counter(r["status"] for r in rows)
-    shown = ["ok", "failed", "incomplete"] + ["interrupted"] * bool(counts["interrupted"])
+    shown = ["ok", "failed", "incomplete"] + [
+        status for status in ("interrupted", "not run") if counts[status]
+    ]
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
     summary = ", ".join(f"{counts[status]} {status}" for status in shown)
     lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs: {summary}."]
@@ -428,13 +493,28 @@ def _numeric_first(label: str) -> tuple[int, float, str]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: write the sweep summary when a multirun ends (also after failures)."""
+    """Hydra callback: write the sweep summary when a multirun ends (also after failures).
+
+    A parallel (joblib) sweep stopped by Ctrl-C or SIGTERM ends the same way, and then says
+    how to resume each interrupted job (see :class:`_StopJobs`).
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _parallel_launcher(config):
+            _StopJobs(Path(config.hydra.sweep.dir)).install()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir)
         paths = summarize(sweep_dir, rows)
         print(f"sweep summary: {paths['md']}")
+        if STOPPED_BY:
+            from mlplab.runs import newest_checkpoint, resume_command
+
+            for row in rows:
+                checkpoint = newest_checkpoint(sweep_dir / row["job"])
+                if row["status"] == "interrupted" and checkpoint is not None:
+                    print(f"job {row['job']}: resume with: {resume_command(checkpoint)}")
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:  # train.py then exits 1 (mlplab.cli.entry_point): the sweep did not succeed
             FAILED_JOBS[:] = [r["job"] for r in failed]
