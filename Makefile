@@ -47,6 +47,7 @@ MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
 bench: $(STAMP)  ## mlplab vs a plain PyTorch loop vs classic Lightning; serving (MNIST_DIR=...)
 	$(PY) benchmarks/bench.py --data-dir $(MNIST_DIR) --full-run $(ARGS)
 	$(PY) benchmarks/serving.py --data-dir $(MNIST_DIR)
+	$(PY) benchmarks/table_bench.py
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check .
