@@ -46,6 +46,14 @@ def median_seconds(call, repeat: int) -> float:
 
 def main() -> None:
     args = parse_args()
+    from mlplab.runs import register_resolvers
+
+    register_resolvers()
+    with tempfile.TemporaryDirectory(prefix="mlplab-serving-") as tmp:
+        measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
     import numpy as np
     import onnxruntime
     import torch
@@ -54,12 +62,9 @@ def main() -> None:
     import mlplab
     from mlplab.data.idx import read_idx
     from mlplab.export import export_model, serving_model
-    from mlplab.runs import register_resolvers
     from mlplab.train import train
     from mlplab.trained import load_trained
 
-    register_resolvers()
-    tmp = Path(tempfile.mkdtemp(prefix="mlplab-serving-"))
     run_dir = tmp / "run"
     overrides = [
         "experiment=lesson",
@@ -119,7 +124,6 @@ def main() -> None:
             f"  batch {batch:>3}: pytorch {torch_s * 1e3:.3f} ms, onnxruntime "
             f"{ort_s * 1e3:.3f} ms ({torch_s / ort_s:.2f}x faster)"
         )
-    print(f"outputs in {tmp}")
 
 
 if __name__ == "__main__":

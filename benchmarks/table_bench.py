@@ -106,7 +106,7 @@ def run_setup(name: str, table: str, epochs: int) -> dict:
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
     from mlplab.model import MLP
 
-    tmp = Path(tempfile.mkdtemp(prefix="mlplab-table-"))
+    tmp = Path(table).parent / name  # inside the parent's temporary dir
     cfg = config(table, epochs, tmp / "run")
     if name == "mlplab":
         from mlplab.train import train
@@ -180,18 +180,18 @@ def main() -> None:
         result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(result))
         return
-    tmp = Path(tempfile.mkdtemp(prefix="mlplab-table-bench-"))
-    table = tmp / "table.csv"
-    make_table(args.rows, table)
     results = {}
-    for name in SETUPS:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--setup", name, "--table", str(table),
-             "--epochs", str(args.epochs)],
-            cwd=Path(__file__).parent, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-        results[name] = json.loads(line.removeprefix("RESULT "))
+    with tempfile.TemporaryDirectory(prefix="mlplab-table-bench-") as tmp:
+        table = Path(tmp) / "table.csv"
+        make_table(args.rows, table)
+        for name in SETUPS:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--setup", name, "--table", str(table),
+                 "--epochs", str(args.epochs)],
+                cwd=Path(__file__).parent, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+            results[name] = json.loads(line.removeprefix("RESULT "))
     print(f"table workload: {args.rows:,} rows, 28 numeric + 1 categorical, batch 64")
     plain = statistics.median(results["plain"]["epochs"][1:])
     for name, result in results.items():

@@ -62,3 +62,32 @@ def test_bench_rejects_a_single_epoch():
     )
     assert result.returncode == 2
     assert "--epochs must be at least 2" in result.stderr
+
+
+@pytest.mark.slow
+def test_table_bench_times_three_setups_each_in_its_own_process():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/table_bench.py", "--rows", "4000", "--epochs", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = re.findall(
+        r"^  (plain|lightning-bare|mlplab) +([\d.]+) s/epoch .* ([\d]+) MB", result.stdout, re.M
+    )
+    assert [r[0] for r in rows] == ["plain", "lightning-bare", "mlplab"], result.stdout
+    assert all(float(seconds) > 0 and int(mb) > 100 for _, seconds, mb in rows)
+
+
+@pytest.mark.slow
+def test_serving_bench_measures_predict_and_onnxruntime():
+    mnist = real_data_dir("mnist")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/serving.py", "--data-dir", str(mnist), "--repeat", "20"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for setup in ("plain", "mlplab", "predict.py"):
+        assert re.search(rf"^  {re.escape(setup)} +[\d,]+ images/s", result.stdout, re.M)
+    assert re.search(r"batch +1: pytorch [\d.]+ ms, onnxruntime [\d.]+ ms", result.stdout)
+    assert re.search(r"batch 256: pytorch [\d.]+ ms, onnxruntime [\d.]+ ms", result.stdout)
