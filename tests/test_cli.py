@@ -113,6 +113,18 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("script", "given", "missing"),
+    [("eval.py", [], "ckpt_path"), ("export.py", [], "ckpt_path"),
+     ("predict.py", ["ckpt_path=outputs"], "input")],
+)  # fmt: skip
+def test_a_required_value_left_out_is_one_line_and_exit_2(script, given, missing, tmp_path):
+    result = run(script, *given, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {missing} is required: ")
+    assert "Traceback" not in result.stderr
+
+
 def test_eval_of_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     result = run("eval.py", f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mlplab.config import CONF_DIR, validate_config
+from mlplab.config import CONF_DIR, check_required, validate_config
 from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
 from mlplab.runs import register_resolvers
 from mlplab.speedups import exit_without_teardown
@@ -164,6 +164,8 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
     try:
         if validate:
             validate_config(cfg)
+        else:
+            check_required(cfg)
         module_name, function_name = task.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))

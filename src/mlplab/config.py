@@ -57,6 +57,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 # What to say when a mandatory value (``???`` in the config) was not given.
 MISSING_HINTS = {
+    "ckpt_path": "the run dir or .ckpt file of a trained model, e.g. "
+    "ckpt_path=outputs/<date>/<time>",
+    "input": "the table (CSV, TSV, Parquet), image folder, image or IDX file to predict, "
+    "e.g. input=new_rows.csv",
     "model.checkpoint": "the run dir or checkpoint of an MLP trained before, e.g. "
     "python train.py experiment=lesson data.data_dir=... "
     "then model.checkpoint=outputs/<date>/<time>",
@@ -114,11 +118,16 @@ def _start_method(strategy: Any) -> str | None:
     return StrategyRegistry[str(strategy)]["init_params"].get("start_method")
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first bad value, naming key, value and what is allowed."""
+def check_required(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first required value (``???``) left unset, with a hint."""
     for key in sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")):
         hint = MISSING_HINTS.get(key, "set it on the command line: " + key + "=...")
         raise ConfigError(f"{key} is required: {hint}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first bad value, naming key, value and what is allowed."""
+    check_required(cfg)
     for key, ok, allowed in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT:
