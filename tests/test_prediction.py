@@ -180,3 +180,10 @@ def test_bad_input_through_predict_py_is_one_line_and_exit_2(
     assert lines[-1].startswith("error: ") and words in lines[-1], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (out / "predictions.csv").exists()
+
+
+def test_the_python_function_prints_nothing_of_lightnings_set_up(digits_run, capfd):
+    frame = mlplab.predict(digits_run, np.zeros((3, 28, 28), dtype=np.uint8))
+    assert len(frame) == 3
+    out, err = capfd.readouterr()
+    assert "GPU available" not in out + err and "Tip:" not in out + err, out + err

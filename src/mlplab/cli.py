@@ -288,6 +288,11 @@ def quiet_third_party_output(verbose: bool = False) -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )
+    ignore_harmless_warnings()
+
+
+def ignore_harmless_warnings() -> None:
+    """Filter out the warnings of Lightning and torch that say nothing to act on here."""
     # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless, but noisy.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # The module logs sums already reduced across DDP processes, so no further sync is due.

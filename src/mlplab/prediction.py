@@ -11,6 +11,10 @@ row, in input order.
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from mlplab.checkpoints import trust_packages
+from mlplab.cli import ignore_harmless_warnings
 from mlplab.data.idx import read_idx
 from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 from mlplab.data.table import TABLE_SUFFIXES, read_table, refuse_nested
@@ -193,18 +198,36 @@ def _image_tensor(
 
 def _predict_all(module: L.LightningModule, x: Tensor, batch_size: int, accelerator: str) -> Tensor:
     """``Trainer.predict`` over ``x`` in order, on the module's ``predict_step``."""
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
     targets = torch.zeros(len(x), dtype=torch.long)  # the loader's batches are (x, y) pairs
     loader = TensorBatchLoader(x, targets, batch_size, PermutationSampler(len(x), False, 0))
-    batches = trainer.predict(module, dataloaders=loader)
+    with _without_lightning_notes():
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        batches = trainer.predict(module, dataloaders=loader)
     return torch.cat([b.float().cpu() for b in batches])
+
+
+@contextmanager
+def _without_lightning_notes() -> Iterator[None]:
+    """Lightning's set-up notes (accelerators found, tips, SLURM hints) are no prediction's
+    business; its warnings still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        ignore_harmless_warnings()
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def _prediction_frame(trained: TrainedModel, ids: pd.Series, outputs: Tensor) -> pd.DataFrame:
