@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pandas as pd
 import pytest
 import torch
 from conftest import QUIET_RUN, REPO, compose_config, houses, run_python
@@ -158,3 +160,13 @@ def test_the_readme_serving_snippet_runs_on_an_exported_model(digits_run, tmp_pa
     label, confidence = proc.stdout.split()
     assert label == str(expected.prediction.iloc[0])
     assert confidence == f"{expected.filter(like='prob_').to_numpy().max():.1%}"
+
+
+def test_a_moved_table_is_read_from_data_dir_for_the_parity_check(table_runs, tmp_path):
+    trained = load_trained(table_runs["price"])
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    original = Path(trained.config.data.path)
+    pd.read_csv(original).head(100).to_csv(moved / original.name, index=False)
+    spec = export_model(trained, "onnx", tmp_path / "export", data_dir=str(moved))
+    assert spec["parity"]["examples"] == 15  # the test split of the 100 rows found there

@@ -63,17 +63,19 @@ class TrainedModel:
 
     def data_config(self, data_dir: str | None = None) -> DictConfig:
         """The config of the data set the model was trained on; with ``data_dir``, read from
-        that folder instead (an image data set kept elsewhere)."""
+        that folder instead: an image data set's files, or a table file of the same name."""
         data = self.config.data
-        if data_dir:
-            if "data_dir" not in data:
-                raise ConfigError(
-                    f"data_dir={data_dir} does not apply: the checkpoint's data set "
-                    f"({data.get('name', data._target_)}) is not read from a folder; choose a "
-                    "data set with data=... (e.g. data=mnist data.data_dir=...)"
-                )
-            data = OmegaConf.merge(data, {"data_dir": data_dir})
-        return data
+        if not data_dir:
+            return data
+        if "data_dir" in data:
+            return OmegaConf.merge(data, {"data_dir": data_dir})
+        if data.get("path"):
+            return OmegaConf.merge(data, {"path": str(Path(data_dir) / Path(data.path).name)})
+        raise ConfigError(
+            f"data_dir={data_dir} does not apply: the checkpoint's data set "
+            f"({data.get('name', data._target_)}) is not read from a folder; choose a "
+            "data set with data=... (e.g. data=mnist data.data_dir=...)"
+        )
 
     def own_test_split(self, data_dir: str | None = None) -> tuple[Tensor, Tensor]:
         """The test split of the data set the model was trained on (see :meth:`data_config`),
