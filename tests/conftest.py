@@ -49,7 +49,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def run_python(
-    *args: str, env: dict | None = None, timeout: float = 300
+    *args: str, env: dict | None = None, timeout: float = 1200
 ) -> subprocess.CompletedProcess:
     """A Python command line run from the repo root, as a user runs it; ``env`` values of
     ``None`` remove the variable."""
@@ -65,7 +65,7 @@ def run_python(
     )
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 900) -> None:
     """Wait until ``path`` exists while ``process`` runs (a checkpoint, say), then return."""
     deadline = time.monotonic() + timeout
     while not path.exists():

@@ -27,7 +27,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1200,
         env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )
 

@@ -118,7 +118,7 @@ def user_run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1200,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
 

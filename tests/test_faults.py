@@ -100,7 +100,7 @@ def test_a_signal_at_any_moment_resumes_exactly(reference, tmp_path, phase, sign
     expected, expected_rows = reference
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     process = start(*RUN, pause_at(phase, marker), f"hydra.run.dir={run_dir}")
-    wait_for(marker, process, timeout=300)
+    wait_for(marker, process, timeout=900)
     process.send_signal(signum)
     code, _, err = finish(process)
     assert code == EXIT[signum], err[-3000:]
@@ -119,7 +119,7 @@ def test_a_signal_at_any_moment_resumes_exactly(reference, tmp_path, phase, sign
 def test_a_second_ctrl_c_is_quiet(tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     process = start(*RUN, pause_at("train_batch", marker), f"hydra.run.dir={run_dir}")
-    wait_for(marker, process, timeout=300)
+    wait_for(marker, process, timeout=900)
     process.send_signal(signal.SIGINT)
     # The second Ctrl-C once the first one is noted (the run says so on stderr).
     line = process.stderr.readline()
@@ -140,7 +140,7 @@ def test_a_moved_run_dir_continues_where_it_is(reference, tmp_path, logger):
     original, marker = tmp_path / "original", tmp_path / "paused"
     run = [f"logger={logger}", *RUN[1:]]
     process = start(*run, pause_at("train_batch", marker), f"hydra.run.dir={original}")
-    wait_for(marker, process, timeout=300)
+    wait_for(marker, process, timeout=900)
     process.send_signal(signal.SIGTERM)
     assert finish(process)[0] == 143
     moved = tmp_path / "elsewhere" / "run"

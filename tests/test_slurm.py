@@ -59,7 +59,7 @@ def slurm_cluster() -> None:
 
 def sweep(*overrides: str, sweep_dir: Path) -> subprocess.CompletedProcess:
     return run_python(
-        "train.py", "-m", *SLURM, *overrides, f"hydra.sweep.dir={sweep_dir}", timeout=400
+        "train.py", "-m", *SLURM, *overrides, f"hydra.sweep.dir={sweep_dir}", timeout=1200
     )
 
 
@@ -158,7 +158,7 @@ def test_a_requeued_job_resumes_from_its_own_checkpoint_with_identical_metrics(i
     process = start_sweep(sweep_dir)
     wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)  # epoch 1 is done
     subprocess.run([*interrupt, submitit_folder(sweep_dir, "0").name], check=True)
-    _, err = process.communicate(timeout=400)
+    _, err = process.communicate(timeout=1200)
     assert process.returncode == 0, err
 
     log = job_log(sweep_dir, "0")
@@ -179,7 +179,7 @@ def test_a_cancelled_job_leaves_a_checkpoint_and_its_log_names_the_resume_comman
     process = start_sweep(sweep_dir)
     wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)
     subprocess.run(["scancel", submitit_folder(sweep_dir, "0").name], check=True)
-    _, err = process.communicate(timeout=300)
+    _, err = process.communicate(timeout=900)
     assert process.returncode == 1, err  # the sweep goes on, summarizes, and says so
 
     checkpoint = sweep_dir / "0" / "checkpoints" / "interrupted.ckpt"
