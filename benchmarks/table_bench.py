@@ -16,7 +16,6 @@ peak memory (ru_maxrss) is its own:
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import resource
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import bench  # its epoch clock: the same timing for both benches (benchmarks/ is on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = ("plain", "lightning-bare", "mlplab")
@@ -70,32 +71,10 @@ def config(table: str, epochs: int, output_dir: Path):
                 "callbacks.early_stopping.patience=1000",
                 "callbacks.progress_bar=null",
                 "trainer.enable_progress_bar=false",
-                "+callbacks.epoch_clock._target_=__main__.epoch_clock",
+                "+callbacks.epoch_clock._target_=bench.epoch_clock",
                 f"output_dir={output_dir}",
             ],
         )
-
-
-_CLOCKS: list = []
-
-
-def epoch_clock():
-    """Timestamps of each epoch's start and of the end of training (as bench.py's)."""
-    import lightning as L
-
-    class EpochClock(L.Callback):
-        def __init__(self) -> None:
-            self.marks: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            self.marks.append(time.perf_counter())
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            self.marks.append(time.perf_counter())
-
-    clock = EpochClock()
-    _CLOCKS.append(clock)
-    return clock
 
 
 def run_setup(name: str, table: str, epochs: int) -> dict:
@@ -112,8 +91,7 @@ def run_setup(name: str, table: str, epochs: int) -> dict:
         from mlplab.train import train
 
         train(cfg)
-        marks = _CLOCKS.pop().marks
-        return {"epochs": [b - a for a, b in itertools.pairwise(marks)]}
+        return {"epochs": bench._CLOCKS.pop().epoch_times()}
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     (x, y), (xv, yv) = datamodule.splits["train"], datamodule.splits["val"]
@@ -161,7 +139,7 @@ def run_setup(name: str, table: str, epochs: int) -> dict:
     trainer = L.Trainer(
         max_epochs=epochs,
         logger=False,
-        callbacks=[epoch_clock()],
+        callbacks=[bench.epoch_clock()],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -169,8 +147,7 @@ def run_setup(name: str, table: str, epochs: int) -> dict:
         default_root_dir=tmp,
     )
     trainer.fit(Bare(), loader, val)
-    marks = _CLOCKS.pop().marks
-    return {"epochs": [b - a for a, b in itertools.pairwise(marks)]}
+    return {"epochs": bench._CLOCKS.pop().epoch_times()}
 
 
 def main() -> None:
