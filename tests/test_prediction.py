@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,14 @@ from mlplab.errors import DataError
 from mlplab.trained import load_trained
 
 
+def predict_py(checkpoint: Path, path: Path, out: Path, *overrides: str):
+    """``python predict.py`` as a user runs it: the finished process."""
+    return run_python(
+        "predict.py", f"ckpt_path={checkpoint}", f"input={path}", *overrides,
+        f"hydra.run.dir={out}",
+    )  # fmt: skip
+
+
 def test_predictions_for_a_folder_of_png_digits(digits_run, tmp_path):
     trained = load_trained(digits_run)
     x, _ = trained.own_test_split()
@@ -24,9 +34,7 @@ def test_predictions_for_a_folder_of_png_digits(digits_run, tmp_path):
         Image.fromarray(pixels[i]).save(folder / f"digit_{i:02d}.png")
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "predict"
-    proc = run_python(
-        "predict.py", f"ckpt_path={digits_run}", f"input={folder}", f"hydra.run.dir={out}"
-    )
+    proc = predict_py(digits_run, folder, out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"predictions: {out / 'predictions.csv'} (12 rows)" in proc.stdout
     frame = pd.read_csv(out / "predictions.csv", dtype={"prediction": str})
@@ -69,13 +77,7 @@ def test_a_regression_table_without_its_target_gets_values_in_the_targets_units(
     path = tmp_path / "new.csv"
     new.drop(columns=["price", "band"]).to_csv(path, index=False)
     out = tmp_path / "predict"
-    proc = run_python(
-        "predict.py",
-        f"ckpt_path={table_runs['price']}",
-        f"input={path}",
-        "id_column=house_id",
-        f"hydra.run.dir={out}",
-    )
+    proc = predict_py(table_runs["price"], path, out, "id_column=house_id")
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_csv(out / "predictions.csv")
     assert list(frame.columns) == ["house_id", "prediction"]
@@ -97,13 +99,7 @@ def test_a_classification_table_with_an_id_column_gets_probabilities_that_sum_to
     path = tmp_path / "new.parquet"
     new.to_parquet(path)  # with its target column: ignored
     out = tmp_path / "predict"
-    proc = run_python(
-        "predict.py",
-        f"ckpt_path={table_runs['band']}",
-        f"input={path}",
-        "id_column=house_id",
-        f"hydra.run.dir={out}",
-    )
+    proc = predict_py(table_runs["band"], path, out, "id_column=house_id")
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_csv(out / "predictions.csv")
     assert list(frame.columns) == ["house_id", "prediction", "prob_cheap", "prob_dear"]
@@ -171,10 +167,7 @@ def test_bad_input_through_predict_py_is_one_line_and_exit_2(
 ):
     checkpoint, path, overrides, words = bad_inputs(tmp_path, table_runs, digits_run)[case]
     out = tmp_path / "predict"
-    proc = run_python(
-        "predict.py", f"ckpt_path={checkpoint}", f"input={path}", *overrides,
-        f"hydra.run.dir={out}",
-    )  # fmt: skip
+    proc = predict_py(checkpoint, path, out, *overrides)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and words in lines[-1], proc.stderr[-2000:]
