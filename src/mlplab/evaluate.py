@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.checkpoints import trust_packages
@@ -25,12 +24,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trust_packages(cfg.get("trusted_packages"))  # the command line's, never a checkpoint's
     trained = load_trained(cfg.ckpt_path)
     path, module = trained.path, trained.module
-    datamodule = instantiate(_data_config(cfg, trained))
-    # The preprocessing fitted when training (a table's scaling and encoding) applies as is.
-    stored = trained.checkpoint.get(type(datamodule).__qualname__)
-    if stored is not None:
-        datamodule.load_state_dict(stored)
-    datamodule.setup("test")
+    datamodule = trained.test_data(_data_config(cfg, trained))
     trained_for = (trained.input_shape, module.hparams.num_outputs)
     if trained_for != (datamodule.input_shape, datamodule.num_outputs):
         raise ConfigError(

@@ -77,14 +77,17 @@ class TrainedModel:
             "data set with data=... (e.g. data=mnist data.data_dir=...)"
         )
 
+    def test_data(self, data: DictConfig) -> L.LightningDataModule:
+        """The data module of ``data``, set up for testing with the preprocessing fitted when
+        training (a table's scaling and encoding), never refitted."""
+        datamodule = _restored(instantiate(data), self.checkpoint)
+        datamodule.setup("test")
+        return datamodule
+
     def own_test_split(self, data_dir: str | None = None) -> tuple[Tensor, Tensor]:
         """The test split of the data set the model was trained on (see :meth:`data_config`),
         as the model's inputs and targets."""
-        datamodule = instantiate(self.data_config(data_dir))
-        stored = self.checkpoint.get(type(datamodule).__qualname__)
-        if stored is not None:
-            datamodule.load_state_dict(stored)
-        datamodule.setup("test")
+        datamodule = self.test_data(self.data_config(data_dir))
         if tuple(datamodule.input_shape) != self.input_shape:
             raise ConfigError(
                 f"the test data has inputs {datamodule.input_shape}, the model "
@@ -108,10 +111,7 @@ def load_trained(ckpt_path: str | Path, in_run_dir: str = "best.ckpt") -> Traine
     check_compatible(checkpoint["state_dict"], module, path)
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()
-    datamodule = instantiate(config.data)
-    stored = checkpoint.get(type(datamodule).__qualname__)
-    if stored is not None:
-        datamodule.load_state_dict(stored)
+    datamodule = _restored(instantiate(config.data), checkpoint)
     preprocessing = getattr(datamodule, "preprocessing", None) or {}
     class_names = None
     if task == "classification":
@@ -134,6 +134,14 @@ def load_trained(ckpt_path: str | Path, in_run_dir: str = "best.ckpt") -> Traine
         targets=targets or None,
         checkpoint=checkpoint,
     )
+
+
+def _restored(datamodule: L.LightningDataModule, checkpoint: dict[str, Any]):
+    """``datamodule`` with the state its class saved into the checkpoint, if any."""
+    stored = checkpoint.get(type(datamodule).__qualname__)
+    if stored is not None:
+        datamodule.load_state_dict(stored)
+    return datamodule
 
 
 def _trained_for(hparams: Any, path: Path) -> tuple[tuple[int, ...], int, str]:
