@@ -46,7 +46,7 @@ def median_seconds(call, repeat: int) -> float:
 
 def main() -> None:
     args = parse_args()
-    from mlplab.runs import register_resolvers
+    from mlplab.resume import register_resolvers
 
     register_resolvers()
     with tempfile.TemporaryDirectory(prefix="mlplab-serving-") as tmp:

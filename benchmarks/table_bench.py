@@ -56,7 +56,7 @@ def make_table(rows: int, path: Path) -> None:
 def config(table: str, epochs: int, output_dir: Path):
     from hydra import compose, initialize_config_dir
 
-    from mlplab.runs import register_resolvers
+    from mlplab.resume import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -30,7 +30,7 @@ def yardsticks(experiment: str) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import accuracy_score, r2_score
 
-    from mlplab.runs import register_resolvers
+    from mlplab.resume import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -74,7 +74,7 @@ def cross_validated(data: str, folds: int) -> dict[str, tuple[list[float], list[
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from mlplab.runs import register_resolvers
+    from mlplab.resume import register_resolvers
 
     register_resolvers()
     modules = []

@@ -19,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mlplab.runs import register_resolvers
+from mlplab.resume import register_resolvers
 
 register_resolvers()  # conf/train.yaml uses them, as train.py registers them
 

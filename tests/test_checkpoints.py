@@ -115,7 +115,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_no_torn_checkpoint(small_di
 
 
 def test_a_run_dir_resumes_from_its_newer_checkpoint_interrupted_or_last(tmp_path):
-    from mlplab.runs import find_checkpoint
+    from mlplab.resume import find_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR, check_required, validate_config
 from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
-from mlplab.runs import register_resolvers
+from mlplab.resume import register_resolvers
 from mlplab.speedups import exit_without_teardown
 from mlplab.sweep import (
     FAILED_JOBS,

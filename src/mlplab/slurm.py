@@ -7,7 +7,7 @@ What each signal does to a training job under SLURM (README "On a SLURM cluster"
   --signal=USR1@90 --requeue``). Training stops after the current batch, ``interrupted.ckpt``
   is saved, and the job is requeued: by submitit's own handler (which resubmits the same Hydra
   job) or else by ``scontrol requeue``. The restarted job finds its own run dir's newest
-  checkpoint and continues from it (:func:`requeued_checkpoint`).
+  checkpoint and continues from it (:func:`mlplab.resume.continued_config`).
 - **SIGTERM** (``scancel``, or preemption without requeue): training stops after the current
   batch, ``interrupted.ckpt`` is saved, and the job's log names the command that resumes it.
 - ``scontrol requeue`` of a running job kills it (SIGTERM, then SIGKILL): the restarted job
@@ -29,8 +29,6 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from mlplab.runs import newest_checkpoint
-
 log = logging.getLogger(__name__)
 
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
@@ -50,16 +48,6 @@ def restart_count() -> int:
         return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     except ValueError:
         return 0
-
-
-def requeued_checkpoint(output_dir: str | Path) -> Path | None:
-    """For a job SLURM has requeued: the newest checkpoint in its own run dir to continue
-    from, if it wrote one before it stopped. Checkpoints are written atomically, so each one
-    present is complete; of ``interrupted.ckpt`` (saved on the signal) and ``last.ckpt``
-    (saved after every epoch) the more recent is taken."""
-    if slurm_job_id() is None or restart_count() == 0:
-        return None
-    return newest_checkpoint(output_dir)
 
 
 def slurm_command(*args: str, timeout: float = 30) -> subprocess.CompletedProcess | None:

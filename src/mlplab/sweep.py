@@ -509,7 +509,7 @@ class SweepSummary(Callback):
         paths = summarize(sweep_dir, rows)
         print(f"sweep summary: {paths['md']}")
         if STOPPED_BY:
-            from mlplab.runs import newest_checkpoint, resume_command
+            from mlplab.resume import newest_checkpoint, resume_command
 
             for row in rows:
                 checkpoint = newest_checkpoint(sweep_dir / row["job"])

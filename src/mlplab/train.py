@@ -21,11 +21,12 @@ from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks import EpochHistory
-from mlplab.checkpoints import RunStateInCheckpoint, continued_config, tested_checkpoint
+from mlplab.checkpoints import RunStateInCheckpoint, tested_checkpoint
 from mlplab.config import check_trainer, validate_config
 from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
+from mlplab.resume import continued_config
 from mlplab.speedups import skip_unused_batch_hooks
 from mlplab.sweep import ddp_job
 from mlplab.tasks import with_task_defaults

@@ -21,7 +21,7 @@ from torch import Tensor
 from mlplab.checkpoints import check_compatible, load_checkpoint, run_config
 from mlplab.data.contract import TASKS
 from mlplab.errors import CheckpointError, ConfigError
-from mlplab.runs import find_checkpoint
+from mlplab.resume import find_checkpoint
 
 
 @dataclass

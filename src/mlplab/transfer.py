@@ -20,7 +20,7 @@ from mlplab.checkpoints import load_checkpoint, run_config
 from mlplab.errors import CheckpointError, ConfigError
 from mlplab.model import MLP
 from mlplab.record import RunRecord
-from mlplab.runs import find_checkpoint
+from mlplab.resume import find_checkpoint
 
 ARCHITECTURE_KEYS = ("hidden_sizes", "activation", "init")
 
