@@ -142,10 +142,10 @@ def test_the_serving_model_is_the_trained_one_on_raw_inputs(table_runs):
         )
 
 
-def test_the_readme_serving_snippet_runs_on_an_exported_model(digits_run, tmp_path):
-    """The README's onnxruntime snippet, with its two paths pointed at a real export."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Use the model") :]
+def test_the_docs_serving_snippet_runs_on_an_exported_model(digits_run, tmp_path):
+    """docs/model.md's onnxruntime snippet, with its two paths pointed at a real export."""
+    page = (REPO / "docs" / "model.md").read_text()
+    section = page[page.index("## Serving without mlplab") :]
     snippet = section[section.index("```python\n") + 10 :]
     snippet = snippet[: snippet.index("```")]
     export_model(load_trained(digits_run), "onnx", tmp_path / "export")

@@ -8,102 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import textwrap
 
 import torch
 from conftest import REPO
 
-USER_CODE = '''
-import torch
-from lightning import Callback
-from torch import nn
-from torchmetrics import Metric
-
-from mlplab.data import TensorDataModule
-from mlplab.record import RunRecord
-
-
-class LinearNet(nn.Module):
-    """A single linear layer: the smallest model the data contract allows."""
-
-    def __init__(self, input_shape, num_outputs, bias=True):
-        super().__init__()
-        self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_outputs, bias=bias)
-
-    def forward(self, x):
-        return self.linear(x.flatten(1))
-
-
-class MeanConfidence(Metric):
-    """The mean of the highest softmax probability: how sure the model is."""
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, logits, target):
-        self.total += logits.softmax(1).max(1).values.sum()
-        self.count += len(logits)
-
-    def compute(self):
-        return self.total / self.count
-
-
-class SmallDigits(TensorDataModule):
-    """scikit-learn's 1,797 8x8 digits, as a user's own image loader: one method."""
-
-    def load_arrays(self):
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images * 16).clip(0, 255).astype("uint8")  # 0..16 -> 0..255
-        pool, test = (images[:1500], digits.target[:1500]), (images[1500:], digits.target[1500:])
-        return pool, test
-
-
-class WeightNorm(Callback):
-    """A user's callback whose result belongs in the run's outputs."""
-
-    def on_fit_end(self, trainer, pl_module):
-        norm = float(sum(p.norm() ** 2 for p in pl_module.parameters()) ** 0.5)
-        RunRecord.of(trainer).add(
-            "weight_norm", norm, report=["## Weights", "", f"L2 norm {norm:.3f}"],
-            console=[f"weight norm {norm:.3f}"], wandb={"weight_norm": norm},
-        )
-'''
-
-CONFIGS = {
-    "model/linear.yaml": """
-        _target_: my_project.LinearNet
-        bias: true
-    """,
-    "data/small_digits.yaml": """
-        _target_: my_project.SmallDigits
-        name: small_digits
-        val_size: 300
-        batch_size: 32
-        shuffle_seed: ${seed}
-    """,
-    "metrics/confident.yaml": """
-        defaults:
-          - accuracy
-          - _self_
-        confidence:
-          _target_: my_project.MeanConfidence
-    """,
-}
+EXAMPLE = REPO / "examples" / "my_project"  # the example a user copies: code + configs
 
 
 def user_run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    """The user's files in ``tmp_path``, then ``train.py`` with their config dir."""
-    (tmp_path / "my_project.py").write_text(USER_CODE)
-    conf = tmp_path / "my_conf"
-    for name, text in CONFIGS.items():
-        (conf / name).parent.mkdir(parents=True, exist_ok=True)
-        (conf / name).write_text(textwrap.dedent(text))
+    """The example's files copied to ``tmp_path`` (a project outside mlplab), then
+    ``train.py`` with its config dir."""
+    shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
+    conf = tmp_path / "conf"
     return subprocess.run(
         [
             sys.executable,
