@@ -206,7 +206,7 @@ class Page:
 
     def run(self, command: Command) -> subprocess.CompletedProcess:
         words = self.substituted(shortened(command))
-        env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+        env = {**_fresh_shell_environment(), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
         while words and re.fullmatch(r"[A-Za-z_]\w*=.*", words[0]):
             name, value = words.pop(0).split("=", 1)
             env[name] = value
@@ -228,6 +228,16 @@ class Page:
                 if line.startswith("sweep summary: "):
                     self.dirs["sweep"] = str(Path(line.removeprefix("sweep summary: ")).parent)
         return done
+
+
+def _fresh_shell_environment() -> dict[str, str]:
+    """This environment as a user's shell has it: without the variables of a ``make`` that
+    runs the tests (``make test ARGS=...`` exports ARGS, and MAKEFLAGS passes it on, so a
+    documented ``make train`` would get the test run's ARGS)."""
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    from_make = set(re.findall(r"(?:^|\s)([A-Za-z_]\w*)=", makeflags))
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", *from_make} - {"MLPLAB_TEST_DATA"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def check(command: Command, done: subprocess.CompletedProcess) -> None:
