@@ -296,7 +296,8 @@ def _no_better_than_mean(history: list[dict[str, float]], t: Thresholds) -> list
             "features that carry no signal about the target; a learning rate far too low or "
             "too high; unscaled or misaligned targets",
             "check that features and target line up row by row; try optimizer=adam with "
-            "optimizer.lr=0.001; compare with a linear model (see README, tabular yardsticks)",
+            "optimizer.lr=0.001; compare with a linear model "
+            "(python benchmarks/tabular_yardsticks.py)",
             epoch=len(history) or None,
             values={"best_val_r2": max(scores)},
         )

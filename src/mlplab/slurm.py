@@ -1,6 +1,6 @@
 """Running under SLURM: requeued jobs that resume by themselves, and sweeps that report states.
 
-What each signal does to a training job under SLURM (README "On a SLURM cluster"):
+What each signal does to a training job under SLURM (docs/sweeps.md, "SLURM"):
 
 - the **requeue signal**: SIGUSR2, which hydra-submitit-launcher asks SLURM to send
   ``signal_delay_s`` before the time limit, or SIGUSR1 (Lightning's, for a plain ``sbatch

@@ -22,8 +22,9 @@ GENERATED = CONF_DIR / "trainer" / "lightning.yaml"
 HEADER = """\
 # Every argument of lightning.Trainer, with Lightning's own default: generated from the
 # installed Lightning's signature by `python -m mlplab.trainer_args` (do not edit; a test checks
-# it). conf/trainer/default.yaml starts from it. What mlplab does with each argument: README,
-# "Trainer arguments". callbacks and logger come from their own config groups.
+# it). conf/trainer/default.yaml starts from it. What mlplab does with each argument:
+# docs/configuration.md, "Trainer arguments". callbacks and logger come from their own
+# config groups.
 """
 
 
