@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,7 +57,13 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
         message = hydra_error_line(exc, config_name, sys.argv[1:])
         if message is None and not TASK_STARTED:  # Hydra failed before the run began
             first = (str(exc).strip().splitlines() or [""])[0]
-            message = f"cannot compose the config: {type(exc).__name__}: {first}"
+            # The config composed, but submitit could not start a job (sbatch refused it)
+            frames = traceback.extract_tb(exc.__traceback__)
+            submitting = any(f"{os.sep}submitit{os.sep}" in frame.filename for frame in frames)
+            stage = (
+                "submitit could not start the jobs" if submitting else "cannot compose the config"
+            )
+            message = f"{stage}: {type(exc).__name__}: {first}"
         if message is None:
             raise
         print(f"error: {shortened(message)}", file=sys.stderr)

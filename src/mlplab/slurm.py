@@ -155,12 +155,12 @@ def _job_watcher() -> Any:
             if command is None or not self.use_squeue:
                 return command
             # All of this user's jobs: `-j` fails outright once one id has left squeue.
-            return ["squeue", "--me", "--noheader", "--states=all", "-o", "%i|%T|%N"]
+            return ["squeue", "--me", "--noheader", "--states=all", "-o", "%i|%T|%N|%r"]
 
         def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
             if self.use_squeue:
                 text = string.decode() if isinstance(string, bytes) else string
-                string = "JobID|State|NodeList\n" + text
+                string = "JobID|State|NodeList|Reason\n" + text
             info = super().read_info(string)
             arrays = {job_id.split("_")[0] for job_id in info if "_" in job_id}
             if self.use_squeue:  # squeue forgets ended jobs (MinJobAge): an ended job is done
@@ -168,6 +168,9 @@ def _job_watcher() -> Any:
                     info[job_id] = {"State": "ENDED"}
             for job_id in sorted((self._registered & info.keys()) - arrays):
                 state = info[job_id].get("State", "UNKNOWN").split(" ")[0]
+                reason = info[job_id].get("Reason")  # squeue's: why it waits (Resources, ...)
+                if state == "PENDING" and reason not in (None, "", "None"):
+                    state += f" ({reason})"
                 if self.reported.get(job_id) != state:
                     self.reported[job_id] = state
                     node = info[job_id].get("NodeList")
