@@ -14,10 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO, comparable, run_python, wait_for
+from conftest import REPO, comparable, run_python
 
 pytestmark = pytest.mark.slow  # each test queues real SLURM jobs: 10 s to a minute
 
@@ -57,10 +60,166 @@ def slurm_cluster() -> None:
         pytest.skip(f"the local SLURM cluster did not start: {last}")
 
 
-def sweep(*overrides: str, sweep_dir: Path) -> subprocess.CompletedProcess:
-    return run_python(
-        "train.py", "-m", *SLURM, *overrides, f"hydra.sweep.dir={sweep_dir}", timeout=1200
+def slurm(*args: str) -> str:
+    """What a SLURM command printed (or why it failed), for checks and failure messages."""
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return f"{args[0]} did not answer in 30 s"
+    return done.stdout.strip() or done.stderr.strip()
+
+
+def unusable_nodes() -> str | None:
+    """Why no node of the cluster takes new jobs (drained, down, not responding), or None."""
+    nodes = [line.split("|") for line in slurm("sinfo", "-h", "-N", "-o", "%N|%t|%E").splitlines()]
+    usable = [n for n in nodes if len(n) == 3 and n[1] in ("idle", "mix", "alloc", "comp")]
+    if usable:
+        return None
+    return "; ".join(f"node {n[0]} is {n[1]} ({n[2]})" for n in nodes if len(n) == 3) or "no node"
+
+
+def node_cpus() -> tuple[int, int]:
+    """The CPUs of the cluster's largest node (the most one job can be given), and the most
+    that one node has free now."""
+    counts = [line.split("/") for line in slurm("sinfo", "-h", "-N", "-o", "%C").split()]
+    counts = [[int(c) for c in count] for count in counts if len(count) == 4]
+    return max((c[3] for c in counts), default=0), max((c[1] for c in counts), default=0)
+
+
+def cluster_report() -> str:
+    """The queue, the nodes and the daemons' last log lines: what a stuck job needs explained."""
+    config = slurm("scontrol", "show", "config")
+    logs = re.findall(r"^Slurm(?:ctld|d)LogFile\s*=\s*(\S+)", config, re.MULTILINE)
+    tails = [
+        f"--- {log}\n" + "\n".join(Path(log).read_text().splitlines()[-15:])
+        for log in logs
+        if Path(log).is_file()
+    ]
+    return "\n".join(
+        [
+            "--- squeue\n" + slurm("squeue", "--states=all", "-o", "%i %j %T %r %N"),
+            "--- sinfo\n" + slurm("sinfo", "-N", "-o", "%N %t %c %m %E"),
+            *tails,
+        ]
     )
+
+
+# A job pending for one of these never starts on its own.
+NEVER_STARTS = (
+    "ReqNodeNotAvail",
+    "PartitionDown",
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionInactive",
+    "NodeDown",
+    "BadConstraints",
+    "JobHeld",
+    "launch failed",
+)
+
+
+class Queue:
+    """One test's SLURM jobs, all under one job name: started, watched for a cluster that
+    cannot run them (then the test fails at once, saying why), and cancelled at the end, so
+    that a job left behind never holds the node for the next test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.name = f"mlplab-test-{uuid.uuid4().hex[:8]}"
+        self.tmp_path = tmp_path
+        self.idle_since: float | None = None
+
+    def start(self, *overrides: str, sweep_dir: Path, cpus: int = 1) -> subprocess.Popen:
+        """``train.py -m`` on SLURM in the background, once a node has ``cpus`` free for its
+        job (a test skips on a cluster too small, or kept busy by others' jobs for minutes);
+        its output goes to files beside it."""
+        if node_cpus()[0] < cpus:
+            pytest.skip(f"needs a node of {cpus} CPUs; this cluster's largest has {node_cpus()[0]}")
+        deadline = time.monotonic() + 300
+        while node_cpus()[1] < cpus:
+            if time.monotonic() > deadline:
+                pytest.skip(f"no node had {cpus} free CPUs for 300 s\n{cluster_report()}")
+            time.sleep(1)
+        command = [
+            sys.executable,
+            "train.py",
+            "-m",
+            *SLURM,
+            f"hydra.launcher.name={self.name}",
+            *overrides,
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+        self.out = self.tmp_path / f"{self.name}.out"
+        self.err = self.tmp_path / f"{self.name}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            return subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, text=True)
+
+    def wait(
+        self,
+        process: subprocess.Popen,
+        until: Callable[[], bool] | None = None,
+        timeout: float = 1200,
+    ) -> subprocess.CompletedProcess:
+        """Wait for ``until()`` while ``process`` runs, or for ``process`` to end."""
+        deadline = time.monotonic() + timeout
+        next_check = 0.0
+        while not (until() if until else process.poll() is not None):
+            assert until is None or process.poll() is None, f"the sweep ended: {self.output()}"
+            if time.monotonic() > next_check:
+                next_check = time.monotonic() + 2
+                if problem := self.blocked():
+                    process.kill()
+                    pytest.fail(f"{problem}\n{cluster_report()}")
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"still waiting after {timeout:.0f} s\n{cluster_report()}")
+            time.sleep(0.05)
+        return subprocess.CompletedProcess(process.args, process.poll(), *self.outputs())
+
+    def blocked(self) -> str | None:
+        """Why this test's jobs cannot start, or None while they can (or do)."""
+        if problem := unusable_nodes():
+            return f"the cluster takes no jobs: {problem}"
+        queued = slurm("squeue", "-h", "-n", self.name, "-t", "PENDING", "-o", "%i|%r")
+        pending = [line.split("|", 1) for line in queued.splitlines() if "|" in line]
+        for job, reason in pending:
+            if reason.startswith(NEVER_STARTS):
+                return f"SLURM job {job} cannot start: {reason}"
+        busy = slurm("squeue", "-h", "-t", "RUNNING,COMPLETING,CONFIGURING", "-o", "%i")
+        if not pending or busy:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = time.monotonic()
+        elif time.monotonic() - self.idle_since > 120:  # SLURM's schedulers pass in < 60 s
+            return f"SLURM jobs {pending} wait on a cluster that runs nothing"
+        return None
+
+    def outputs(self) -> tuple[str, str]:
+        return self.out.read_text(), self.err.read_text()
+
+    def output(self) -> str:
+        return "\n".join(self.outputs())
+
+    def cancel(self) -> None:
+        """Cancel whatever of this test's jobs is still queued, and wait until it is gone."""
+        subprocess.run(["scancel", "-n", self.name], capture_output=True, timeout=30)
+        deadline = time.monotonic() + 120
+        while slurm("squeue", "-h", "-n", self.name, "-o", "%i") and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def queue(tmp_path: Path):
+    if problem := unusable_nodes():
+        pytest.skip(f"the local SLURM cluster takes no jobs: {problem}")
+    jobs = Queue(tmp_path)
+    yield jobs
+    jobs.cancel()
+
+
+def sweep(
+    queue: Queue, *overrides: str, sweep_dir: Path, cpus: int = 1
+) -> subprocess.CompletedProcess:
+    return queue.wait(queue.start(*overrides, sweep_dir=sweep_dir, cpus=cpus))
 
 
 def submitit_folder(sweep_dir: Path, job: str) -> Path:
@@ -85,9 +244,10 @@ def local_run(*overrides: str, run_dir: Path) -> dict:
 
 
 def test_a_sweep_runs_its_jobs_through_sbatch_records_the_failing_one_and_reports_states(
-    tmp_path,
+    queue, tmp_path
 ):
     done = sweep(
+        queue,
         "hydra.launcher.cpus_per_task=1",
         "optimizer.lr=0.01,0.05,1e6",  # 1e6: the loss becomes NaN in epoch 1
         "trainer.max_epochs=2",
@@ -97,7 +257,7 @@ def test_a_sweep_runs_its_jobs_through_sbatch_records_the_failing_one_and_report
     assert "error: 1 of 3 jobs did not succeed (failed)" in done.stderr
     output = done.stdout + done.stderr
     assert "Bypassing sacct error" not in output and "accounting storage" not in output
-    states = re.findall(r"SLURM job (\d+_\d+): ([A-Z]+)", output)
+    states = re.findall(r"SLURM job (\d+_\d+): ([A-Z]+(?: \(.+\))?)", output)
     assert {job for job, _ in states} == {f"{states[0][0].split('_')[0]}_{i}" for i in range(3)}
     assert len(states) == len(set(states)), "a job state was reported more than once"
 
@@ -111,13 +271,15 @@ def test_a_sweep_runs_its_jobs_through_sbatch_records_the_failing_one_and_report
         assert "Starting with JobEnvironment(job_id=" in job_log(tmp_path, job)
 
 
-def test_ddp_across_two_slurm_tasks_matches_the_same_ddp_run_outside_slurm(tmp_path):
+def test_ddp_across_two_slurm_tasks_matches_the_same_ddp_run_outside_slurm(queue, tmp_path):
     run = ["trainer=ddp_cpu", "trainer.max_epochs=2", "logger=csv"]
     done = sweep(
+        queue,
         "hydra.launcher.tasks_per_node=2",
         "hydra.launcher.cpus_per_task=1",
         *run,
         sweep_dir=tmp_path / "slurm",
+        cpus=2,
     )
     assert done.returncode == 0, done.stderr
     job = tmp_path / "slurm" / "0"
@@ -133,16 +295,15 @@ def test_ddp_across_two_slurm_tasks_matches_the_same_ddp_run_outside_slurm(tmp_p
     assert comparable(slurm_metrics) == comparable(local)
 
 
-def start_sweep(sweep_dir: Path) -> subprocess.Popen:
-    """A one-job SLURM sweep with long epochs, running in the background."""
-    command = ["train.py", "-m", *SLURM, "hydra.launcher.cpus_per_task=2", *LONG_EPOCHS]
-    return subprocess.Popen(
-        [sys.executable, *command, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def start_sweep(queue: Queue, sweep_dir: Path) -> subprocess.Popen:
+    """A one-job SLURM sweep with long epochs, running in the background, once its epoch 1
+    is saved."""
+    cpus = min(2, node_cpus()[0])
+    process = queue.start(
+        f"hydra.launcher.cpus_per_task={cpus}", *LONG_EPOCHS, sweep_dir=sweep_dir, cpus=cpus
     )
+    queue.wait(process, until=(sweep_dir / "0" / "checkpoints" / "last.ckpt").exists)
+    return process
 
 
 @pytest.mark.parametrize(
@@ -153,13 +314,14 @@ def start_sweep(sweep_dir: Path) -> subprocess.Popen:
         pytest.param(["scontrol", "requeue"], id="scontrol-requeue"),
     ],
 )
-def test_a_requeued_job_resumes_from_its_own_checkpoint_with_identical_metrics(interrupt, tmp_path):
+def test_a_requeued_job_resumes_from_its_own_checkpoint_with_identical_metrics(
+    interrupt, queue, tmp_path
+):
     sweep_dir = tmp_path / "sweep"
-    process = start_sweep(sweep_dir)
-    wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)  # epoch 1 is done
+    process = start_sweep(queue, sweep_dir)
     subprocess.run([*interrupt, submitit_folder(sweep_dir, "0").name], check=True)
-    _, err = process.communicate(timeout=1200)
-    assert process.returncode == 0, err
+    done = queue.wait(process)
+    assert done.returncode == 0, done.stderr
 
     log = job_log(sweep_dir, "0")
     assert re.search(r"checkpoint saved, .*(submitit requeues|SLURM requeued) (SLURM )?job", log)
@@ -174,15 +336,35 @@ def test_a_requeued_job_resumes_from_its_own_checkpoint_with_identical_metrics(i
     assert comparable(json.loads((job / "metrics.json").read_text())) == comparable(reference)
 
 
-def test_a_cancelled_job_leaves_a_checkpoint_and_its_log_names_the_resume_command(tmp_path):
+def test_a_cancelled_job_leaves_a_checkpoint_and_its_log_names_the_resume_command(queue, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    process = start_sweep(sweep_dir)
-    wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", process)
+    process = start_sweep(queue, sweep_dir)
     subprocess.run(["scancel", submitit_folder(sweep_dir, "0").name], check=True)
-    _, err = process.communicate(timeout=900)
-    assert process.returncode == 1, err  # the sweep goes on, summarizes, and says so
+    done = queue.wait(process)
+    assert done.returncode == 1, done.stderr  # the sweep goes on, summarizes, and says so
 
     checkpoint = sweep_dir / "0" / "checkpoints" / "interrupted.ckpt"
     assert checkpoint.is_file()
     assert f"resume with: python train.py ckpt_path={checkpoint}" in job_log(sweep_dir, "0")
     assert "| interrupted |" in (sweep_dir / "summary.md").read_text()
+
+
+def test_a_job_no_node_can_hold_is_reported_pending_with_slurms_reason(queue, tmp_path):
+    too_many = node_cpus()[0] + 1  # SLURM queues it and keeps it waiting: PartitionConfig
+    process = queue.start(f"hydra.launcher.cpus_per_task={too_many}", sweep_dir=tmp_path / "s")
+    reported = re.compile(r"SLURM job \d+: PENDING \((PartitionConfig|Resources)\)")
+    deadline = time.monotonic() + 300  # squeue is read 0, 2, 4, 8, 16... s after submitting
+    while not reported.search(queue.output()):
+        assert process.poll() is None, queue.output()
+        assert time.monotonic() < deadline, queue.output()
+        time.sleep(0.05)
+    process.kill()  # the sweep would wait for good; the fixture cancels the job
+    process.wait()
+
+
+def test_a_job_sbatch_refuses_fails_the_sweep_in_one_line_naming_sbatchs_error(queue, tmp_path):
+    done = sweep(queue, "hydra.launcher.mem_gb=1000000", sweep_dir=tmp_path / "s")
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: submitit could not start the jobs: FailedJobError: sbatch: ")
+    assert "Traceback" not in done.stderr
