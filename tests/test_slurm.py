@@ -373,7 +373,9 @@ def test_a_job_no_node_can_hold_is_reported_pending_with_slurms_reason(queue, tm
 
 
 def test_a_job_sbatch_refuses_fails_the_sweep_in_one_line_naming_sbatchs_error(queue, tmp_path):
-    done = sweep(queue, "hydra.launcher.mem_gb=1000000", sweep_dir=tmp_path / "s")
+    node_mb = [int(m) for m in slurm("sinfo", "-h", "-N", "-o", "%m").split() if m.isdigit()]
+    too_much = max(node_mb, default=0) // 1024 + 2  # GB: more than any node has
+    done = sweep(queue, f"hydra.launcher.mem_gb={too_much}", sweep_dir=tmp_path / "s")
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: submitit could not start the jobs: FailedJobError: sbatch: ")
