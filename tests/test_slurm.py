@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from conftest import REPO, comparable, run_python
+
+from mlplab.slurm import slurm_command
 
 pytestmark = pytest.mark.slow  # each test queues real SLURM jobs: 10 s to a minute
 
@@ -38,12 +40,8 @@ LONG_EPOCHS = [
 
 
 def _answers() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
+    done = slurm_command("sinfo", "-h", timeout=10)
+    return done is not None and done.returncode == 0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,28 +60,47 @@ def slurm_cluster() -> None:
 
 def slurm(*args: str) -> str:
     """What a SLURM command printed (or why it failed), for checks and failure messages."""
-    try:
-        done = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return f"{args[0]} did not answer in 30 s"
+    done = slurm_command(*args)
+    if done is None:
+        return f"{args[0]} did not run or did not answer in 30 s"
     return done.stdout.strip() or done.stderr.strip()
+
+
+class Node(NamedTuple):
+    name: str
+    state: str  # sinfo's short form: idle, mix, alloc, drain, down, idle* (not responding)...
+    cpus: int
+    idle_cpus: int
+    memory_mb: int
+    reason: str
+
+
+def nodes() -> list[Node]:
+    """The cluster's nodes, as sinfo sees them now."""
+    found = []
+    for line in slurm("sinfo", "-h", "-N", "-o", "%N|%t|%C|%m|%E").splitlines():
+        try:
+            name, state, cpus, memory, reason = line.split("|", 4)
+            _, idle, _, total = (int(count) for count in cpus.split("/"))  # alloc/idle/other/total
+            found.append(Node(name, state, total, idle, int(memory), reason))
+        except ValueError:  # not a node's line: sinfo's error, say
+            continue
+    return found
 
 
 def unusable_nodes() -> str | None:
     """Why no node of the cluster takes new jobs (drained, down, not responding), or None."""
-    nodes = [line.split("|") for line in slurm("sinfo", "-h", "-N", "-o", "%N|%t|%E").splitlines()]
-    usable = [n for n in nodes if len(n) == 3 and n[1] in ("idle", "mix", "alloc", "comp")]
-    if usable:
+    found = nodes()
+    if any(node.state in ("idle", "mix", "alloc", "comp") for node in found):
         return None
-    return "; ".join(f"node {n[0]} is {n[1]} ({n[2]})" for n in nodes if len(n) == 3) or "no node"
+    return "; ".join(f"node {n.name} is {n.state} ({n.reason})" for n in found) or "no node"
 
 
 def node_cpus() -> tuple[int, int]:
     """The CPUs of the cluster's largest node (the most one job can be given), and the most
     that one node has free now."""
-    counts = [line.split("/") for line in slurm("sinfo", "-h", "-N", "-o", "%C").split()]
-    counts = [[int(c) for c in count] for count in counts if len(count) == 4]
-    return max((c[3] for c in counts), default=0), max((c[1] for c in counts), default=0)
+    found = nodes()
+    return max((n.cpus for n in found), default=0), max((n.idle_cpus for n in found), default=0)
 
 
 def cluster_report() -> str:
@@ -133,8 +150,8 @@ class Queue:
         """``train.py -m`` on SLURM in the background, once a node has ``cpus`` free for its
         job (a test skips on a cluster too small, or kept busy by others' jobs for minutes);
         its output goes to files beside it."""
-        if node_cpus()[0] < cpus:
-            pytest.skip(f"needs a node of {cpus} CPUs; this cluster's largest has {node_cpus()[0]}")
+        if (largest := node_cpus()[0]) < cpus:
+            pytest.skip(f"needs a node of {cpus} CPUs; this cluster's largest has {largest}")
         deadline = time.monotonic() + 300
         while node_cpus()[1] < cpus:
             if time.monotonic() > deadline:
@@ -162,13 +179,15 @@ class Queue:
         process: subprocess.Popen,
         until: Callable[[], bool] | None = None,
         timeout: float = 1200,
+        watch: bool = True,
     ) -> subprocess.CompletedProcess:
-        """Wait for ``until()`` while ``process`` runs, or for ``process`` to end."""
+        """Wait for ``until()`` while ``process`` runs, or for ``process`` to end; ``watch``
+        fails the test at once on a job that cannot start (:meth:`blocked`)."""
         deadline = time.monotonic() + timeout
         next_check = 0.0
         while not (until() if until else process.poll() is not None):
             assert until is None or process.poll() is None, f"the sweep ended: {self.output()}"
-            if time.monotonic() > next_check:
+            if watch and time.monotonic() > next_check:
                 next_check = time.monotonic() + 2
                 if problem := self.blocked():
                     pytest.fail(f"{problem}\n{cluster_report()}")
@@ -364,17 +383,16 @@ def test_a_job_no_node_can_hold_is_reported_pending_with_slurms_reason(queue, tm
     too_many = node_cpus()[0] + 1  # SLURM queues it and keeps it waiting: PartitionConfig
     process = queue.start(f"hydra.launcher.cpus_per_task={too_many}", sweep_dir=tmp_path / "s")
     reported = re.compile(r"SLURM job \d+: PENDING \((PartitionConfig|Resources)\)")
-    deadline = time.monotonic() + 300  # squeue is read 0, 2, 4, 8, 16... s after submitting
-    while not reported.search(queue.output()):
-        assert process.poll() is None, queue.output()
-        assert time.monotonic() < deadline, queue.output()
-        time.sleep(0.05)
+    # squeue is read 0, 2, 4, 8, 16... s after submitting; the job waiting is the point here
+    queue.wait(
+        process, until=lambda: bool(reported.search(queue.output())), timeout=300, watch=False
+    )
     # The sweep would wait for good: the fixture stops it and cancels the job.
 
 
 def test_a_job_sbatch_refuses_fails_the_sweep_in_one_line_naming_sbatchs_error(queue, tmp_path):
-    node_mb = [int(m) for m in slurm("sinfo", "-h", "-N", "-o", "%m").split() if m.isdigit()]
-    too_much = max(node_mb, default=0) // 1024 + 2  # GB: more than any node has
+    # In GB: more memory than any node has
+    too_much = max((n.memory_mb for n in nodes()), default=0) // 1024 + 2
     done = sweep(queue, f"hydra.launcher.mem_gb={too_much}", sweep_dir=tmp_path / "s")
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()[-1:]
