@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import CheckpointError, JobRequeued, RunInterrupted
 from mlplab.resume import newest_checkpoint, resume_command
+from mlplab.rundir import fsync_dir
 from mlplab.slurm import RequeueOnSignal, requeued_by_slurm
 
 CONFIG_KEY = "mlplab_config"
@@ -293,20 +294,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)  # the rename itself survives a power cut
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some file systems do not open folders: nothing more to do there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
 def tested_checkpoint(trainer: L.Trainer) -> str | None:

@@ -12,6 +12,7 @@ from mlplab.checkpoints import trust_packages
 from mlplab.errors import ConfigError
 from mlplab.record import RunRecord
 from mlplab.report import RunReport
+from mlplab.rundir import writing_run_dir
 from mlplab.trained import TrainedModel, load_trained
 
 
@@ -34,7 +35,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
 
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with writing_run_dir(output_dir, command="eval.py"):  # never a training run's files
+        return _test(cfg, trained, datamodule, output_dir)
+
+
+def _test(
+    cfg: DictConfig, trained: TrainedModel, datamodule: L.LightningDataModule, output_dir: Path
+) -> dict[str, Any]:
+    path, module = trained.path, trained.module
     record = RunRecord(output_dir, trained.config)
     record.add("checkpoint", str(path))
     trainer = L.Trainer(

@@ -15,8 +15,10 @@ before Hydra composes the config.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +238,58 @@ def relocated(config: DictConfig, old: str, new: str) -> DictConfig:
     return OmegaConf.create(move(OmegaConf.to_container(config, resolve=False)))
 
 
+# Keys that name where a run writes: in a config read from a checkpoint, each must lie in
+# the run dir it continues in (they are relocated there from the stored run dir).
+OUTPUT_KEYS = ("output_dir", "dirpath", "save_dir", "default_root_dir", "log_dir", "dir")
+# Where this machine keeps caches: taken from the command line's config, never a checkpoint's.
+MACHINE_PATHS = ("paths.cache_dir", "data.cache_dir")
+
+
+def placed_in(config: DictConfig, run_dir: str, source: Path) -> DictConfig:
+    """``config`` (read from checkpoint ``source``) writing into ``run_dir`` only: every path
+    inside its stored run dir is moved into ``run_dir``; an output path anywhere else is
+    refused in one line (a checkpoint decides nothing about where files go)."""
+    stored = config.get("output_dir")
+    if isinstance(stored, str) and stored:
+        config = relocated(config, stored, run_dir)
+    config.output_dir = run_dir
+    for key, value in _output_paths(OmegaConf.to_container(config, resolve=False)):
+        if value is None:
+            continue
+        inside = isinstance(value, str) and Path(value).is_absolute()
+        inside = inside and Path(os.path.normpath(value)).is_relative_to(run_dir)
+        if not inside:
+            raise CheckpointError(
+                f"the config stored in {source} names {key}={str(value)[:120]!r}, outside "
+                f"the run dir it continues in ({run_dir}): a checkpoint decides nothing "
+                "about where files go; refused, nothing was written"
+            )
+    return config
+
+
+def _output_paths(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            where = f"{key}.{name}" if key else str(name)
+            if name in OUTPUT_KEYS and not isinstance(value, dict | list):
+                yield where, value
+            else:
+                yield from _output_paths(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _output_paths(value, f"{key}[{i}]")
+
+
+def continues_in(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` continues the run whose files are in its output dir (it resumes a
+    checkpoint of that dir), rather than starting a run there."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path:
+        return False
+    run_dir = run_dir_of(Path(ckpt_path).resolve())
+    return run_dir is not None and run_dir == Path(cfg.output_dir).resolve()
+
+
 def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     """The config to continue a run from ``cfg.ckpt_path`` (a checkpoint, a run dir, or
     ``last``: the newest ``last.ckpt`` under ``outputs/``, i.e. the latest run), and the
@@ -249,9 +303,13 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     path = find_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(path)
     resumed = run_config(checkpoint, path)
+    # A checkpoint decides nothing about where files go: the run continues in the run dir
+    # that holds it, and a loose checkpoint file (downloaded, copied alone) in a new one.
     run_dir = run_dir_of(path.resolve())
-    if run_dir is not None and resumed.get("output_dir"):
-        resumed = relocated(resumed, str(resumed.output_dir), str(run_dir))
+    resumed = placed_in(resumed, str(run_dir or Path(cfg.output_dir).resolve()), path)
+    for key in MACHINE_PATHS:  # caches are this machine's, not the checkpoint's
+        if OmegaConf.select(resumed, key) is not None and OmegaConf.select(cfg, key) is not None:
+            OmegaConf.update(resumed, key, OmegaConf.select(cfg, key))
     resumed.ckpt_path = str(path)
     wandb_id = checkpoint.get(WANDB_ID_KEY)
     if wandb_id and OmegaConf.select(resumed, "logger.wandb") is not None:

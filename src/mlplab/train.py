@@ -17,7 +17,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from lightning.pytorch.callbacks import (
+    Checkpoint,
+    DeviceStatsMonitor,
+    LearningRateMonitor,
+    ProgressBar,
+)
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks import EpochHistory
@@ -26,7 +31,8 @@ from mlplab.config import check_trainer, validate_config
 from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each
 from mlplab.record import RunRecord
-from mlplab.resume import continued_config
+from mlplab.resume import continued_config, continues_in
+from mlplab.rundir import writing_run_dir
 from mlplab.speedups import skip_unused_batch_hooks
 from mlplab.sweep import ddp_job
 from mlplab.tasks import with_task_defaults
@@ -42,10 +48,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cfg = continued_config(cfg)  # ckpt_path=..., or a requeued SLURM job's own checkpoint
     validate_config(cfg)  # again here: tests and sweepers call train() directly
     check_trainer(cfg.trainer)
+    output_dir = Path(cfg.output_dir)
+    with writing_run_dir(output_dir, continuing=continues_in(cfg)):  # one writer per run dir
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     configure_threads(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # loaded now: the network's shape comes from the data
@@ -86,6 +96,11 @@ def make_trainer(
     """
     drop = (ProgressBar,) * (trainer_cfg.get("enable_progress_bar") is False)
     drop += (Checkpoint,) * (trainer_cfg.get("enable_checkpointing") is False)
+    if not loggers:  # logger=none: the callbacks that only feed a logger go, said once
+        unfed = [c for c in callbacks if isinstance(c, NEEDS_LOGGER)]
+        for callback in unfed:
+            print(f"{type(callback).__name__} dropped: it writes to a logger; this run has none")
+        drop += tuple(type(c) for c in unfed)
     callbacks = [c for c in callbacks if not isinstance(c, drop)]
     trainer = instantiate(
         trainer_cfg,
@@ -97,6 +112,9 @@ def make_trainer(
     skip_unused_batch_hooks(trainer.callbacks)  # ~4% of an epoch: see mlplab.speedups
     return trainer
 
+
+# Callbacks whose only output goes to a logger (Lightning refuses them without one).
+NEEDS_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
 
 PROFILE_NAME = "profile"  # <stage>-profile.txt in the run dir
 

@@ -25,6 +25,8 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
+from mlplab.rundir import atomic_path
+
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.csv"
 
@@ -41,6 +43,7 @@ class StudySweeper(OptunaSweeper):
         if database != str(impl.storage or "") and database not in ("", ":memory:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file
         earlier = _trials(impl.storage, impl.study_name)
+        _refuse_taken_job_dirs(Path(config.hydra.sweep.dir), len(earlier))
         if not earlier:
             return
         impl.job_idx = len(earlier)  # after OptunaSweeperImpl.setup, which sets it to 0
@@ -76,7 +79,8 @@ class StudySweeper(OptunaSweeper):
         frame = study.trials_dataframe()
         path = Path(impl.sweep_dir) / STUDY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
         states = frame["state"].value_counts().to_dict() if len(frame) else {}
         log.info(
             "study %s: %d trials in all (%s): %s",
@@ -84,6 +88,24 @@ class StudySweeper(OptunaSweeper):
             len(frame),
             ", ".join(f"{n} {s.lower()}" for s, n in states.items()),
             path,
+        )
+
+
+def _refuse_taken_job_dirs(sweep_dir: Path, first_job: int) -> None:
+    """A sweep dir may hold the study's earlier jobs (numbered below its trial count), never
+    a job dir the new jobs would write into: that is another sweep's (one writer a dir)."""
+    from mlplab.rundir import RunDirTaken
+
+    taken = sorted(
+        int(p.parent.name)
+        for p in sweep_dir.glob("*/.hydra")
+        if p.parent.name.isdigit() and int(p.parent.name) >= first_job
+    )
+    if taken:
+        raise RunDirTaken(
+            f"{sweep_dir} holds job dirs {', '.join(map(str, taken[:5]))} of another sweep, "
+            f"where this study's next jobs (from {first_job}) would go: choose a new "
+            "hydra.sweep.dir (or the study storage those jobs belong to)"
         )
 
 
