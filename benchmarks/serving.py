@@ -105,7 +105,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
 
     export_model(trained, "onnx", tmp / "export")
     session = onnxruntime.InferenceSession(
-        str(tmp / "export" / "model.onnx"), providers=["CPUExecutionProvider"]
+        str(tmp / "export" / "model" / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     served = serving_model(trained)
     raw = pixels[:, None].astype(np.float32)

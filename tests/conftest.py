@@ -7,10 +7,12 @@ import gzip
 import hashlib
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,37 @@ def comparable(metrics: dict) -> dict:
         {k: v for k, v in row.items() if k != "epoch_s"} for row in metrics["history"]
     ]
     return keep
+
+
+def mount_tmpfs(folder: Path, size: str) -> Path:
+    """A tmpfs of ``size`` at ``folder`` (needs root and a kernel that allows the mount);
+    skips the test otherwise. Unmount with :func:`unmount`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)])
+    if done.returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    return folder
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB file system of its own (tmpfs), for full-disk faults."""
+    mount = mount_tmpfs(tmp_path / f"disk-{uuid.uuid4().hex[:6]}", "1m")
+    yield mount
+    unmount(mount)
+
+
+def fill_disk(mount: Path, leave: int) -> None:
+    """Fill the file system at ``mount`` until about ``leave`` bytes are free."""
+    free = shutil.disk_usage(mount).free
+    with open(mount / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
 
 
 def compose_config(

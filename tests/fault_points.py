@@ -17,11 +17,26 @@ class PauseAt(L.Callback):
 
     Phases: ``train_batch`` (the third batch), ``validation`` (after its first batch),
     ``checkpoint`` (while the epoch's checkpoint is being made), ``test`` (after the first
-    test batch).
+    test batch). With ``on_resume`` (a second marker), a run resumed from a checkpoint also
+    holds as its training starts (its loggers set up), once.
     """
 
-    def __init__(self, phase: str, marker: str, epoch: int = 2, timeout_s: float = 300) -> None:
+    def __init__(
+        self,
+        phase: str,
+        marker: str,
+        epoch: int = 2,
+        timeout_s: float = 300,
+        on_resume: str | None = None,
+    ) -> None:
         self.phase, self.marker, self.epoch, self.timeout_s = phase, Path(marker), epoch, timeout_s
+        self.on_resume = Path(on_resume) if on_resume else None
+
+    def on_train_start(self, trainer, pl_module):
+        if self.on_resume is None or self.on_resume.exists() or not trainer.ckpt_path:
+            return
+        self.on_resume.write_text("resumed")
+        self._wait(trainer)
 
     def _pause(self, trainer: L.Trainer, phase: str) -> None:
         if phase != self.phase or self.marker.exists():
@@ -29,6 +44,9 @@ class PauseAt(L.Callback):
         if phase != "test" and (trainer.sanity_checking or trainer.current_epoch != self.epoch - 1):
             return
         self.marker.write_text(phase)
+        self._wait(trainer)
+
+    def _wait(self, trainer: L.Trainer) -> None:
         state = next(c for c in trainer.callbacks if isinstance(c, RunStateInCheckpoint))
         deadline = time.monotonic() + self.timeout_s
         while state.stop_signals.received is None and time.monotonic() < deadline:

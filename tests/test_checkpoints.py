@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -83,20 +81,6 @@ def test_a_picture_that_cannot_be_written_is_reported_and_the_rest_is_kept(tmp_p
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
     report = (tmp_path / "report.md").read_text()
     assert "confusion_matrix.png" in report and "(curves.png)" not in report
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB tmpfs (needs root and a kernel that allows the mount); skipped otherwise."""
-    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)])
-    if done.returncode != 0:
-        pytest.skip("this machine does not allow mounting a tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_no_torn_checkpoint(small_disk):

@@ -49,9 +49,11 @@ def test_exported_model_matches_pytorch_on_the_test_split(
     }[model]
     spec = export_model(load_trained(run), fmt, tmp_path)
     assert spec["parity"]["max_scaled_diff"] <= 1e-4 and spec["parity"]["examples"] > 10
-    assert (tmp_path / spec["model"]).is_file()
-    assert json.loads((tmp_path / "model.json").read_text()) == json.loads(json.dumps(spec))
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+    assert (tmp_path / "model" / spec["model"]).is_file()
+    assert json.loads((tmp_path / "model" / "model.json").read_text()) == json.loads(
+        json.dumps(spec)
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no leftovers
 
 
 def test_export_py_writes_an_onnx_digits_model_a_client_serves_with_onnxruntime(
@@ -61,6 +63,7 @@ def test_export_py_writes_an_onnx_digits_model_a_client_serves_with_onnxruntime(
     proc = run_python("export.py", f"ckpt_path={digits_run}", "format=onnx", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "onnx vs PyTorch, max abs difference" in proc.stdout
+    out = out / "model"
     assert f"exported: {out / 'model.onnx'} and {out / 'model.json'}" in proc.stdout
     spec = json.loads((out / "model.json").read_text())
     assert spec["input"]["shape"] == ["batch", 1, 28, 28]
@@ -90,10 +93,40 @@ def test_an_exported_table_model_takes_raw_columns_as_its_json_describes(table_r
         axis=1,
     )
     assert np.isnan(x).any()  # rows 3 and 8 lack sqm: imputed inside the graph
-    served = serve(tmp_path / "model.onnx", x)
+    served = serve(tmp_path / "model" / "model.onnx", x)
     expected = mlplab.predict(table_runs["price"], rows).prediction.to_numpy()
     np.testing.assert_allclose(served, expected, rtol=1e-5)
     assert spec["output"]["shape"] == ["batch"] and spec["targets"] == ["price"]
+
+
+@pytest.mark.parametrize("target", ["price", "band"])
+def test_rows_with_gaps_in_every_column_get_what_predict_gives(table_runs, target, tmp_path):
+    """A missing category is the training mode in the graph, as in predict.py (NaN in its
+    0/1 columns); an unseen one is all 0 in both; the parity check covers a row with every
+    value missing."""
+    spec = export_model(load_trained(table_runs[target]), "onnx", tmp_path)
+    assert spec["parity"]["rows_with_every_value_missing"] == 1
+    rows = houses(n=12, seed=5)
+    rows.loc[[0, 1, 2], "city"] = np.nan  # a gap in the categorical column
+    rows.loc[[2, 3], "rooms"] = np.nan
+    rows.loc[2, "sqm"] = np.nan  # row 2: every feature missing
+    rows.loc[4, "city"] = "west"  # a city never seen in training
+    columns = spec["input"]["columns"]
+    x = np.stack(
+        [
+            rows[c].to_numpy(dtype=float)
+            if "=" not in c
+            else np.where(
+                rows[c.split("=")[0]].isna(), np.nan, rows[c.split("=")[0]] == c.split("=")[1]
+            ).astype(float)
+            for c in columns
+        ],
+        axis=1,
+    )
+    served = serve(tmp_path / "model" / "model.onnx", x)
+    expected = mlplab.predict(table_runs[target], rows)
+    values = expected.filter(like="prob_") if target == "band" else expected.prediction
+    np.testing.assert_allclose(served, values.to_numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_torchscript_model_loads_and_runs_without_mlplab(cnn_run, tmp_path):
@@ -102,7 +135,7 @@ def test_torchscript_model_loads_and_runs_without_mlplab(cnn_run, tmp_path):
         "import sys, torch; m = torch.jit.load(sys.argv[1]);"
         "print(tuple(m(torch.full((4, 1, 28, 28), 255.0)).shape), 'mlplab' in sys.modules)"
     )
-    proc = run_python("-c", script, str(tmp_path / spec["model"]))
+    proc = run_python("-c", script, str(tmp_path / "model" / spec["model"]))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "(4, 10) False"
 
@@ -148,12 +181,12 @@ def test_the_docs_serving_snippet_runs_on_an_exported_model(digits_run, tmp_path
     section = page[page.index("## Serving without mlplab") :]
     snippet = section[section.index("```python\n") + 10 :]
     snippet = snippet[: snippet.index("```")]
-    export_model(load_trained(digits_run), "onnx", tmp_path / "export")
+    export_model(load_trained(digits_run), "onnx", tmp_path / "export")  # its model/ folder
     trained = load_trained(digits_run)
     x, _ = trained.own_test_split()
     Image.fromarray((x[0, 0] * 255).round().to(torch.uint8).numpy()).save(tmp_path / "digit.png")
     placeholder = snippet.split('folder = "')[1].split('"')[0]
-    script = snippet.replace(placeholder, str(tmp_path / "export"))
+    script = snippet.replace(placeholder, str(tmp_path / "export" / "model"))
     proc = run_python("-c", script.replace('"digit.png"', f'"{tmp_path / "digit.png"}"'))
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = mlplab.predict(trained, tmp_path / "digit.png")

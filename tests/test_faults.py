@@ -116,6 +116,34 @@ def test_a_signal_at_any_moment_resumes_exactly(reference, tmp_path, phase, sign
     assert not list((run_dir / "checkpoints").glob(".*.part"))
 
 
+def test_a_kill_right_after_a_resume_starts_loses_no_csv_row(reference, tmp_path):
+    """SIGKILL as the resumed run's training starts (its CSV logger set up): the CSV on
+    disk is the interrupted run's, whole; resumed again, every epoch is in it once."""
+    expected, expected_rows = reference
+    run_dir, marker, resumed = tmp_path / "run", tmp_path / "paused", tmp_path / "resumed"
+    pause = (
+        "+callbacks.pause={_target_:fault_points.PauseAt,phase:train_batch,"
+        f"marker:'{marker}',on_resume:'{resumed}'}}"
+    )
+    process = start(*RUN, pause, f"hydra.run.dir={run_dir}")
+    wait_for(marker, process, timeout=900)
+    process.send_signal(signal.SIGTERM)
+    code, _, err = finish(process)
+    assert code == 143, err[-3000:]
+    on_disk = (run_dir / "csv" / "metrics.csv").read_text()
+    command = resume_command(err, run_dir, signal.SIGTERM)
+    resume = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
+    wait_for(resumed, resume, timeout=900)
+    resume.kill()
+    resume.communicate(timeout=600)
+    assert (run_dir / "csv" / "metrics.csv").read_text() == on_disk
+    again = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == comparable(expected)
+    assert epochs_once(run_dir) == expected_rows
+    assert not list((run_dir / "csv").glob(".*.part"))
+
+
 def test_a_second_ctrl_c_is_quiet(tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     process = start(*RUN, pause_at("train_batch", marker), f"hydra.run.dir={run_dir}")

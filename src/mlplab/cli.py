@@ -7,13 +7,14 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import CONF_DIR, check_required, validate_config
 from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
@@ -47,6 +48,8 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
     ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full tracebacks.
     """
     sys.argv = ddp_rank_argv(sys.argv)
+    if config_name != "train":  # train.py stops at a batch boundary: mlplab.checkpoints
+        _stop_on_signals(f"{config_name}.py")
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own test of it
         exit_without_teardown(lambda: _sweep_status(main))
         return
@@ -54,6 +57,10 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
     try:
         exit_without_teardown(lambda: _sweep_status(main))
     except Exception as exc:
+        exc = _disk_full(exc) or exc  # Hydra writing its own files (.hydra/, the log)
+        if isinstance(exc, MlplabError):  # raised before the task ran (a Hydra callback)
+            print(f"error: {shortened(str(exc))}", file=sys.stderr)
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
         message = hydra_error_line(exc, config_name, sys.argv[1:])
         if message is None and not TASK_STARTED:  # Hydra failed before the run began
             first = (str(exc).strip().splitlines() or [""])[0]
@@ -68,6 +75,23 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
             raise
         print(f"error: {shortened(message)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _stop_on_signals(command: str) -> None:
+    """Ctrl-C and SIGTERM as :class:`RunInterrupted` (exit 130, 143), raised where the
+    command is: the file being written is dropped on the way out (mlplab.rundir), and
+    the signal is said in one line instead of a traceback or a silent death."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)  # a second signal: already stopping
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        raise RunInterrupted(
+            f"{command} stopped by {name}: its unfinished files were not written", 128 + signum
+        )
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 def _sweep_status(main: Callable[[], object]) -> None:
@@ -96,6 +120,9 @@ def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> 
         OverrideParseException,
     )
 
+    syntax = _yaml_syntax_error(exc)
+    if syntax is not None:
+        return syntax
     if isinstance(exc, OSError) and exc.filename:  # the run dir cannot be made (Hydra's)
         return (
             f"cannot create {shortened(str(exc.filename), 120)}: {exc.strerror}; choose a "
@@ -124,6 +151,18 @@ def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> 
         key = existing.group(1)
         return f"{key} is already a config key: set it without the + ({key}=...)"
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _yaml_syntax_error(exc: BaseException) -> str | None:
+    """A YAML file that does not parse (a config of conf/), named with its line and column."""
+    import yaml
+
+    for seen in _chain(exc):
+        mark = getattr(seen, "problem_mark", None)
+        if isinstance(seen, yaml.MarkedYAMLError) and mark is not None:
+            where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+            return f"{where}: YAML syntax error: {seen.problem}; fix that line"
+    return None
 
 
 def _unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
@@ -173,6 +212,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             validate_config(cfg)
         else:
             check_required(cfg)
+            refuse_unread_keys(task)
         module_name, function_name = task.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
@@ -182,6 +222,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             _disk_full(exc)
             or _out_of_memory(exc)
             or _lightning_config_error(exc)
+            or _constructor_error(exc, cfg)
             or _mlplab_cause(exc)
         )
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
@@ -212,6 +253,32 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
         raise
+
+
+def refuse_unread_keys(task: str) -> None:
+    """Refuse a key added on the command line (``+model.hidden_sizes=[64]``) that the
+    command never reads: eval, predict and export use the checkpoint's model as trained,
+    and a silently ignored override would say otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    entry = OmegaConf.load(CONF_DIR / f"{hydra_cfg.job.config_name}.yaml")
+    defaults = OmegaConf.to_container(entry).get("defaults", [])
+    groups = {str(k).split("@")[0] for d in defaults if isinstance(d, dict) for k in d}
+    read = {str(k) for k in entry if k not in ("defaults", "hydra")} | groups
+    read |= {"trusted_packages"}  # trusted: default puts it at the top
+    for override in hydra_cfg.overrides.task:
+        if not override.startswith("+"):
+            continue
+        key = override.lstrip("+").split("=", 1)[0]
+        if key.split(".")[0] not in read:
+            command = hydra_cfg.job.name
+            raise ConfigError(
+                f"{override}: {command}.py reads no {key}: it uses the checkpoint's model and "
+                f"config as trained (its own keys: {', '.join(sorted(read))})"
+            )
 
 
 def _no_lightning_info(record: logging.LogRecord) -> bool:
@@ -262,6 +329,35 @@ def _out_of_memory(exc: BaseException) -> ConfigError | None:
                 "model.hidden_sizes or data.batch_size (or a machine with more memory)"
             )
     return None
+
+
+def _constructor_error(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
+    """What a constructor raised while Hydra built a part from the config (a network, a
+    loss, a callback), as one line naming the config key and the constructor's message."""
+    chain = list(_chain(exc))
+    if any(isinstance(seen, MlplabError) for seen in chain):
+        return None  # mlplab's own line says more
+    built = [seen for seen in chain if type(seen).__name__ == "InstantiationException"]
+    if not built:
+        return None
+    innermost = built[-1]
+    cause = innermost.__cause__ or innermost.__context__
+    found = re.search(r"target '([^']+)'", str(innermost))
+    target = found.group(1) if found else "?"
+    keys = sorted(_keys_building(OmegaConf.to_container(cfg, resolve=False), target), key=len)
+    full_key = re.search(r"full_key: (\S+)", str(built[0]))
+    key = keys[0] if keys else (full_key.group(1) if full_key else target)
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(innermost)
+    return ConfigError(f"{key} ({target}) cannot be built: {reason}")
+
+
+def _keys_building(node: Any, target: str, key: str = "") -> Iterator[str]:
+    """The config keys whose node has ``_target_: target``."""
+    if isinstance(node, dict):
+        if node.get("_target_") == target:
+            yield key
+        for name, value in node.items():
+            yield from _keys_building(value, target, f"{key}.{name}" if key else str(name))
 
 
 def _mlplab_cause(exc: BaseException) -> BaseException:

@@ -17,12 +17,14 @@ model on the checkpoint's test split; above :data:`TOLERANCE` nothing is kept.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from mlplab import __version__
 from mlplab.checkpoints import trust_packages
 from mlplab.errors import ConfigError, ExportError
+from mlplab.rundir import fsync_dir, writing_run_dir
 from mlplab.trained import TrainedModel, load_trained
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -41,6 +44,7 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 # (probabilities), relative above (a price of 500,000 carries float32's ~0.03 of rounding).
 TOLERANCE = 1e-4
 SPEC_FILE = "model.json"
+MODEL_DIR = "model"  # the exported model and model.json, as one folder in the run dir
 INPUT_NAME = "input"
 
 
@@ -70,7 +74,11 @@ def serving_model(trained: TrainedModel) -> ServingModel:
     else:
         p = trained.preprocessing
         one_hot = trained.input_shape[0] - len(p["numeric"])
-        fill = torch.tensor([*p["median"], *[0.0] * one_hot])
+        # A missing category (NaN in each of its 0/1 columns) is the training mode, as
+        # predict.py fills it; all 0 is a category not seen in training.
+        modes = p.get("mode", {})
+        fill_one_hot = [float(v == modes.get(c)) for c, vs in p["categorical"].items() for v in vs]
+        fill = torch.tensor([*p["median"], *fill_one_hot])
         center = torch.tensor([*p["mean"], *[0.0] * one_hot])
         scale = torch.tensor([*p["std"], *[1.0] * one_hot])
     module = trained.module.to("cpu").eval()
@@ -97,9 +105,11 @@ def input_spec(trained: TrainedModel) -> dict[str, Any]:
         described = (
             "the numeric features in raw units (NaN for a missing value: the training median "
             "is used), then per categorical column one 0/1 column per category (all 0: a "
-            "category not seen in training); standardized inside the model"
+            "category not seen in training; all NaN: a missing value, the training mode is "
+            "used); standardized inside the model"
         )
         preprocessing = {k: p[k] for k in ("numeric", "median", "mean", "std", "categorical")}
+        preprocessing["mode"] = {c: p.get("mode", {}).get(c) for c in p["categorical"]}
     outputs = int(trained.module.hparams.num_outputs)
     # A Regressor with one target gives (N,) values; anything else one column per output.
     output_shape = ["batch"] if task == "regression" and outputs == 1 else ["batch", outputs]
@@ -135,21 +145,30 @@ def export_model(
     exported model matches PyTorch on the test split; return model.json's contents."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not allowed: must be one of {', '.join(FORMATS)}")
+    trained.require_finite()
     served = serving_model(trained)
     x, _ = trained.own_test_split(data_dir)
     raw = raw_inputs(served, x.cpu())
+    gaps = 0
+    if not trained.is_images:  # and a row with every value missing, as predict.py fills it
+        x, raw, gaps = torch.cat([x.cpu(), _gap_row(trained)]), torch.cat([raw, _nan_row(raw)]), 1
     with torch.no_grad():
         reference = trained.module.predictions(trained.module(x.cpu()))
         _, in_graph = difference(served(raw).numpy(), reference.numpy())
     if not in_graph <= TOLERANCE:  # the constants in the graph are not mlplab's preprocessing
         raise ExportError(f"the serving model differs from the trained one by {in_graph:.3g}")
     spec = input_spec(trained)
+    folder = output_dir / MODEL_DIR
+    if folder.exists():
+        raise ExportError(f"{folder} exists: export into a new run dir (leave hydra.run.dir unset)")
     output_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
+    # The model and its model.json are one pair: written into a hidden folder, then renamed
+    # into place together, so a kill or a full disk leaves both or neither.
+    work = Path(tempfile.mkdtemp(prefix=f".{MODEL_DIR}-", suffix=".part", dir=output_dir))
     try:
         example = raw[:1].repeat(2, *[1] * (raw.ndim - 1))  # 2 rows: the batch stays dynamic
-        model_file = work / FORMATS[fmt]
-        outputs = _EXPORTERS[fmt](served, example, model_file, spec["output"]["name"])(raw)
+        model_bytes, run = _EXPORTERS[fmt](served, example, spec["output"]["name"])
+        outputs = run(raw)
         absolute, scaled = difference(outputs, reference.numpy())
         if not scaled <= TOLERANCE:
             raise ExportError(
@@ -163,19 +182,49 @@ def export_model(
             "mlplab_version": __version__,
             **spec,
             "parity": {
-                "examples": len(raw),
+                "examples": len(raw) - gaps,
                 "split": "test",
+                "rows_with_every_value_missing": gaps,  # a table's: imputed in the graph
                 "against": "the PyTorch model",
                 "max_abs_diff": absolute,
                 "max_scaled_diff": scaled,
                 "tolerance": TOLERANCE,
             },
         }
-        os.replace(model_file, output_dir / FORMATS[fmt])
-        (output_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        _write_synced(work / FORMATS[fmt], model_bytes)
+        _write_synced(work / SPEC_FILE, (json.dumps(spec, indent=2) + "\n").encode())
+        fsync_dir(work)
+        os.rename(work, folder)
+        fsync_dir(output_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return spec
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` from Python (a full disk is an ``OSError``, not a C++ abort) and sync."""
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _gap_row(trained: TrainedModel) -> Tensor:
+    """The model input predict.py makes of a table row with every feature missing."""
+    import pandas as pd
+
+    features = trained.preprocessing["features"]
+    table_log = logging.getLogger("mlplab.data.table")
+    level = table_log.level
+    table_log.setLevel(logging.ERROR)  # its "filled N missing values" notes: meant here
+    try:
+        return trained.datamodule.encode(pd.DataFrame({c: [np.nan] for c in features}))
+    finally:
+        table_log.setLevel(level)
+
+
+def _nan_row(raw: Tensor) -> Tensor:
+    return torch.full((1, *raw.shape[1:]), float("nan"), dtype=raw.dtype)
 
 
 def difference(outputs: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -185,8 +234,9 @@ def difference(outputs: np.ndarray, reference: np.ndarray) -> tuple[float, float
     return float(gap.max()), float((gap / np.maximum(np.abs(reference), 1.0)).max())
 
 
-def _onnx(served: ServingModel, example: Tensor, path: Path, output_name: str):
-    """Export with torch's ONNX exporter; return onnxruntime's forward."""
+def _onnx(served: ServingModel, example: Tensor, output_name: str) -> tuple[bytes, Callable]:
+    """Export with torch's ONNX exporter, in memory; return the model file's bytes and
+    onnxruntime's forward on them."""
     import onnxruntime
 
     # The exporter's progress notes ("torchvision is not installed", optimizer passes).
@@ -194,10 +244,10 @@ def _onnx(served: ServingModel, example: Tensor, path: Path, output_name: str):
         logging.getLogger(name).setLevel(logging.WARNING if name != "torch.onnx" else logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             served,
             (example,),
-            str(path),
+            None,
             input_names=[INPUT_NAME],
             output_names=[output_name],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
@@ -205,25 +255,28 @@ def _onnx(served: ServingModel, example: Tensor, path: Path, output_name: str):
             external_data=False,
             verbose=False,
         )
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {INPUT_NAME: x.numpy()})[0]
+    model_bytes = program.model_proto.SerializeToString()
+    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    return model_bytes, lambda x: session.run(None, {INPUT_NAME: x.numpy()})[0]
 
 
-def _torchscript(served: ServingModel, example: Tensor, path: Path, output_name: str):
-    """Trace to TorchScript and save; return the reloaded module's forward."""
+def _torchscript(served: ServingModel, example: Tensor, output_name: str) -> tuple[bytes, Callable]:
+    """Trace to TorchScript, saved in memory; return the file's bytes and the forward of
+    the module loaded back from them."""
     from lightning.pytorch.core.module import _jit_is_scripting
 
     # Lightning's own switch for tracing a LightningModule (see its ``to_torchscript``).
     with warnings.catch_warnings(), _jit_is_scripting():
         warnings.simplefilter("ignore")  # torch 2.13 marks torch.jit deprecated
-        torch.jit.save(torch.jit.trace(served, example), str(path))
-        loaded = torch.jit.load(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.trace(served, example), buffer)
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
 
     def forward(x: Tensor) -> np.ndarray:
         with torch.no_grad():
             return loaded(x).numpy()
 
-    return forward
+    return buffer.getvalue(), forward
 
 
 _EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript}
@@ -234,7 +287,8 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
     trust_packages(cfg.get("trusted_packages"))  # the command line's, never a checkpoint's
     trained = load_trained(cfg.ckpt_path)
     output_dir = Path(cfg.output_dir)
-    spec = export_model(trained, str(cfg.format), output_dir, cfg.get("data_dir"))
+    with writing_run_dir(output_dir, command="export.py"):
+        spec = export_model(trained, str(cfg.format), output_dir, cfg.get("data_dir"))
     parity = spec["parity"]
     scaled = (
         f", {parity['max_scaled_diff']:.2g} relative to the values"
@@ -246,5 +300,6 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
         f"max abs difference {parity['max_abs_diff']:.2g}{scaled} "
         f"(tolerance {parity['tolerance']:g})"
     )
-    print(f"exported: {output_dir / spec['model']} and {output_dir / SPEC_FILE}")
+    folder = output_dir / MODEL_DIR
+    print(f"exported: {folder / spec['model']} and {folder / SPEC_FILE}")
     return spec

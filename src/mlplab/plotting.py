@@ -16,9 +16,14 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Lay out, write as PNG and close ``fig``; return ``path``."""
+    """Lay out, write as PNG (atomically) and close ``fig``; return ``path``."""
     if fig.get_layout_engine() is None:  # a figure made with layout="constrained" lays out itself
         fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    pyplot().close(fig)
+    from mlplab.rundir import atomic_path  # a picture appears whole or not at all
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        pyplot().close(fig)
     return path

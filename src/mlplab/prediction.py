@@ -28,12 +28,13 @@ from torch import Tensor
 from mlplab.checkpoints import trust_packages
 from mlplab.cli import ignore_harmless_warnings
 from mlplab.data.idx import read_idx
+from mlplab.data.images import IMAGE_SUFFIXES, read_image
 from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 from mlplab.data.table import TABLE_SUFFIXES, read_table, refuse_nested
 from mlplab.errors import ConfigError, DataError
+from mlplab.rundir import atomic_path, writing_run_dir
 from mlplab.trained import TrainedModel, load_trained
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IDX_SUFFIXES = ("-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -64,10 +65,19 @@ def predict(
         accelerator: Lightning's ``accelerator`` (``cpu``, ``gpu``, ``auto``).
     """
     trained = checkpoint if isinstance(checkpoint, TrainedModel) else load_trained(checkpoint)
+    trained.require_finite()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
     ids, x = model_inputs(trained, data, id_column, resize)
     outputs = _predict_all(trained.module, x, batch_size, accelerator)
+    unfinished = ~outputs.reshape(len(outputs), -1).isfinite().all(1)
+    if unfinished.any():
+        first = ids.iloc[int(unfinished.nonzero()[0, 0])]
+        raise DataError(
+            f"the model's output is NaN or infinite for {int(unfinished.sum())} of "
+            f"{len(outputs)} inputs (the first: {ids.name} {first}): no predictions written; "
+            "check those inputs' values"
+        )
     return _prediction_frame(trained, ids, outputs)
 
 
@@ -132,7 +142,11 @@ def _read_image_folder(
 ) -> tuple[pd.Series, Tensor]:
     if not trained.is_images:
         raise DataError(f"{trained.path} was trained on a table, not images: give a table file")
-    files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")  # hidden
+    )
     if not files:
         raise DataError(
             f"{folder} holds no {', '.join(IMAGE_SUFFIXES)} files: give a folder of images"
@@ -144,28 +158,11 @@ def _read_image_folder(
 
 def _read_image(path: Path, shape: tuple[int, ...], resize: bool) -> np.ndarray:
     """One image file as uint8 ``(C, H, W)`` in the model's channels and size."""
-    from PIL import Image, UnidentifiedImageError
-
     if len(shape) != 3:
         raise DataError(f"{path} is an image, but the model was trained on a table")
-    channels, height, width = shape
-    if channels not in (1, 3):
-        raise DataError(f"the model takes {channels}-channel images: give an IDX file or array")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (width, height):
-                if not resize:
-                    raise DataError(
-                        f"{path.name} is {image.size[0]}x{image.size[1]} but the model takes "
-                        f"{width}x{height} images: resize them, or pass resize=true"
-                    )
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"cannot read image {path}: {first}") from exc
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    if shape[0] not in (1, 3):
+        raise DataError(f"the model takes {shape[0]}-channel images: give an IDX file or array")
+    return read_image(path, shape[0], shape[1:], resize)
 
 
 def _image_tensor(
@@ -261,8 +258,11 @@ def predict_command(cfg: DictConfig) -> dict[str, Any]:
         accelerator=cfg.get("accelerator", "cpu"),
     )
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        writing_run_dir(output_dir, command="predict.py"),
+        atomic_path(output_dir / PREDICTIONS_FILE) as tmp,
+    ):  # the whole table or none of it, from one writer
+        frame.to_csv(tmp, index=False)
     path = output_dir / PREDICTIONS_FILE
-    frame.to_csv(path, index=False)
     print(f"predictions: {path} ({len(frame)} rows)")
     return {"rows": len(frame), "predictions": str(path)}

@@ -13,7 +13,6 @@ values. The report (:class:`mlplab.report.RunReport`) and the W&B summary
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from torch import Tensor
 from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import tested_checkpoint
 from mlplab.data.contract import TaskData, baseline_score
+from mlplab.rundir import write_json
 from mlplab.secrets import redact_secrets
 
 # A report section: its markdown lines, or a function of the run's final metrics giving them.
@@ -147,9 +147,7 @@ class RunRecord(L.Callback):
             test[margin] = scale * (test[f"test/{metric}"] - baseline["test"])
         self.metrics = {**test, **self.metrics, "wall_s": round(self._wall, 2)}
         if trainer.is_global_zero:  # every DDP rank holds the same metrics; one writes them
-            path = self.output_dir / "metrics.json"
-            path.write_text(json.dumps(self.metrics, indent=2) + "\n")
-            self.files["metrics"] = path
+            self.files["metrics"] = write_json(self.output_dir / "metrics.json", self.metrics)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "test" and trainer.is_global_zero and self.metrics:

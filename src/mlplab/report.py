@@ -25,6 +25,7 @@ from mlplab.record import (
     format_metric,
     training_sentence,
 )
+from mlplab.rundir import write_text
 
 log = logging.getLogger(__name__)
 
@@ -255,9 +256,7 @@ def write_report(
         lines += ["## Test set", ""]
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in test_pictures]
     lines += ["Full config: `.hydra/config.yaml`; all metrics: `metrics.json`.", ""]
-    path = output_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(output_dir / "report.md", "\n".join(lines))
 
 
 def _model_line(model: dict[str, Any], reg: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.rundir import write_text
+
 SECRET_NAME = re.compile(
     r"^(api_?key|token|password|passwd|secret|credentials?)$"
     r"|_(api_?key|token|secret|password|passwd)$",
@@ -102,4 +104,4 @@ class RedactHydraFiles(Callback):
             path = folder / name
             if path.exists():
                 saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-                path.write_text(OmegaConf.to_yaml(OmegaConf.create(_redact_strings(saved))))
+                write_text(path, OmegaConf.to_yaml(OmegaConf.create(_redact_strings(saved))))

@@ -23,6 +23,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.rundir import atomic_file, write_json, write_text
+
 FAILURE_FILE = "failure.json"
 COLUMNS = [
     "job",
@@ -162,9 +164,7 @@ def record_failure(output_dir: str | Path, error: BaseException, status: str = "
     path = Path(output_dir) / FAILURE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     message = (str(error).strip().splitlines() or [""])[0]
-    path.write_text(
-        json.dumps({"status": status, "error": f"{type(error).__name__}: {message}"}, indent=2)
-    )
+    write_json(path, {"status": status, "error": f"{type(error).__name__}: {message}"})
     return path
 
 
@@ -259,20 +259,20 @@ def summarize(sweep_dir: str | Path, rows: list[dict[str, Any]] | None = None) -
         "md": sweep_dir / "summary.md",
         "png": sweep_dir / "summary.png",
     }
-    with open(paths["csv"], "w", newline="") as f:
+    with atomic_file(paths["csv"], newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     configs = aggregate(rows)
     if any(c["n"] > 1 for c in configs):  # repeats over seeds or folds: one row a configuration
         paths["configs"] = sweep_dir / "summary_configs.csv"
-        with open(paths["configs"], "w", newline="") as f:
+        with atomic_file(paths["configs"], newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(configs[0]), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(configs)
     else:
         configs = []
-    paths["md"].write_text(_markdown(sweep_dir, rows, configs))
+    write_text(paths["md"], _markdown(sweep_dir, rows, configs))
     _plot(rows, paths["png"], _log_params(sweep_dir), configs)
     return paths
 

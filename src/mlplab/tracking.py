@@ -21,6 +21,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from mlplab.errors import TrackingError
+from mlplab.rundir import atomic_file
 from mlplab.secrets import redact_override
 
 log = logging.getLogger(__name__)
@@ -205,12 +206,16 @@ def _csv_value(text: str) -> float | int:
 
 
 class _ResumingWriter(ExperimentWriter):
-    """Lightning's CSV writer, keeping the rows an earlier session of the run wrote.
+    """Lightning's CSV writer, keeping the rows an earlier session of the run wrote, and
+    never leaving ``metrics.csv`` cut short or absent.
 
     Lightning deletes ``metrics.csv`` when its folder is reused; a resumed run reuses it. The
-    earlier rows are read instead. The new rows are held back until the resumed run logs its
-    first row of an epoch, which says where it resumed: then the earlier rows of that epoch
-    and later ones (and repeated step-0 rows) make way for the new ones, and all is written.
+    earlier rows are read instead, and the file is left as it is. The new rows are held back
+    until the resumed run logs its first row of an epoch, which says where it resumed: then
+    the earlier rows of that epoch and later ones (and repeated step-0 rows) make way for the
+    new ones. A rewrite (that merge, or a new column's header) writes the whole table under
+    a temporary name and renames it over the old file, so a kill at any moment leaves the
+    old table or the new one; rows are appended otherwise.
     """
 
     def _check_log_dir_exists(self) -> None:
@@ -221,10 +226,10 @@ class _ResumingWriter(ExperimentWriter):
                     {k: _csv_value(v) for k, v in row.items() if v != ""}
                     for row in csv.DictReader(f)
                 ]
-            self._fs.rm_file(self.metrics_file_path)  # rewritten whole at the first save
 
     def save(self, final: bool = False) -> None:
-        if self._earlier and self.metrics:
+        merged = bool(self._earlier and self.metrics)
+        if merged:
             epochs = [r["epoch"] for r in self.metrics if "epoch" in r]
             if not epochs and not final:
                 return  # rows without an epoch (a baseline, a learning rate) say nothing yet
@@ -237,7 +242,21 @@ class _ResumingWriter(ExperimentWriter):
             ]
             self.metrics = kept + self.metrics
             self._earlier = []
-        super().save()
+        if not self.metrics:
+            return
+        exists = self._fs.isfile(self.metrics_file_path)
+        if (not self._record_new_keys() and not merged) or not exists:
+            super().save()  # appends to the file (or starts it): no header changes
+            return
+        rows = self.metrics
+        if not merged:  # a new column: the rows on file, then these, under the new header
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                rows = list(csv.DictReader(f)) + rows
+        with atomic_file(self.metrics_file_path, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics = []
 
 
 class ResumableCSVLogger(CSVLogger):
