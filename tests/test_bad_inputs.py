@@ -125,6 +125,25 @@ def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
         weights[name] = weights[name][:3].clone()  # the output layer: 3 classes
     torch.save(checkpoint, root / "three_classes.ckpt")
     paths["three_classes_ckpt"] = root / "three_classes.ckpt"
+    # A diverged run's checkpoint: NaN weights.
+    checkpoint = torch.load(earlier_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"]["net.layers.0.weight"][0, 0] = float("nan")
+    torch.save(checkpoint, root / "nan_weights.ckpt")
+    paths["nan_weights_ckpt"] = root / "nan_weights.ckpt"
+    (root / "digits.idx").write_bytes(idx_bytes(np.zeros((4, 28, 28))))
+    paths["digits_idx"] = root / "digits.idx"
+    # A spreadsheet saved as .xlsx (a zip archive), and one renamed to .csv.
+    import zipfile
+
+    with zipfile.ZipFile(root / "sheet.xlsx", "w") as book:
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    paths["sheet_xlsx"] = root / "sheet.xlsx"
+    (root / "sheet_renamed.csv").write_bytes((root / "sheet.xlsx").read_bytes())
+    paths["sheet_renamed"] = root / "sheet_renamed.csv"
+    # A config folder of the user's with a YAML syntax error on its line 2.
+    (root / "conf_extra" / "data").mkdir(parents=True)
+    (root / "conf_extra" / "data" / "broken.yaml").write_text("path: x.csv\n  target: y\n")
+    paths["conf_extra"] = root / "conf_extra"
     return paths
 
 
@@ -182,11 +201,6 @@ CASES = {
     "unknown_activation": (
         (*SMOKE, "model.activation=gelu"),
         "error: model.activation='gelu' is not allowed: must be one of relu, sigmoid, tanh",
-        2,
-    ),
-    "lr_monitor_without_logger": (
-        ("train.py", "logger=none"),
-        "error: callbacks.lr_monitor needs a logger",
         2,
     ),
     "split_does_not_fit": (
@@ -399,6 +413,37 @@ CASES = {
     "augmentation_without_a_target": (
         (*SMOKE, "+data.augment.max_shift=3"),
         "error: data.augment={{'max_shift': 3}} is not allowed: must be null or an augmentation",
+        2,
+    ),
+    "constructor_refuses_a_value": (
+        (*SMOKE, "model.dropout=1.5"),
+        "error: model (mlplab.model.MLP) cannot be built: ValueError: dropout probability has "
+        "to be between 0 and 1, but got 1.5",
+        2,
+    ),
+    "table_from_a_spreadsheet": (
+        (*TABLE, "data.path={sheet_xlsx}"),
+        "error: {sheet_xlsx} is a spreadsheet workbook, not a CSV file: save the sheet as CSV",
+        2,
+    ),
+    "table_from_a_spreadsheet_named_csv": (
+        (*TABLE, "data.path={sheet_renamed}"),
+        "error: {sheet_renamed} is a spreadsheet workbook, not a CSV file",
+        2,
+    ),
+    "yaml_syntax_error_in_a_config": (
+        ("train.py", "--config-dir={conf_extra}", "data=broken"),
+        "error: {conf_extra}/data/broken.yaml, line 2, column 9: YAML syntax error",
+        2,
+    ),
+    "eval_override_it_never_reads": (
+        ("eval.py", "ckpt_path={earlier}", "+model.hidden_sizes=[64]"),
+        "error: +model.hidden_sizes=[64]: eval.py reads no model.hidden_sizes",
+        2,
+    ),
+    "predict_with_nan_weights": (
+        ("predict.py", "ckpt_path={nan_weights_ckpt}", "input={digits_idx}"),
+        "error: {nan_weights_ckpt} holds NaN or infinite weights (net.layers.0.weight)",
         2,
     ),
     "unknown_group_option": (

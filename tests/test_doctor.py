@@ -115,3 +115,28 @@ def test_a_batch_as_large_as_the_training_set_is_named_not_the_learning_rate(tmp
     metrics = run(tmp_path, "data.batch_size=100000", "trainer.max_epochs=4")
     assert checks(metrics) == {"one_step_per_epoch"}  # no plateau or chance blamed on the lr
     assert "each epoch is a single optimizer step" in caplog.text  # warned when loading
+
+
+def test_small_tables_at_default_settings_raise_no_false_alarm(tmp_path):
+    """Wine (3 classes: ln 3 = 1.1, which a fresh net's random logits exceed by ~0.6) and
+    breast cancer (an epoch's last batch of 15 rows, twice as noisy as a full one of 64)
+    train well; the doctor says nothing of their first loss or of spikes."""
+    from sklearn.datasets import load_breast_cancer
+
+    wine = run(tmp_path / "wine", "data=wine")
+    assert wine["test/acc"] > 0.9
+    assert "initial_loss" not in checks(wine)
+    table = tmp_path / "breast_cancer.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(table, index=False)
+    cancer = run(tmp_path / "cancer", "data=table", f"data.path={table}")
+    assert cancer["test/acc"] > 0.9
+    assert checks(cancer) & {"loss_spike", "initial_loss"} == set()
+
+
+def test_a_partial_batch_needs_a_bigger_jump_to_count_as_a_spike():
+    from mlplab.doctor import Thresholds, _spikes
+
+    steps = [[0.16, 0.15, 0.17, 0.16, 0.15, 0.16, 0.35]]  # the last step: a noisy jump
+    assert _spikes(steps, 0.69, Thresholds(), [[64] * 6 + [64]])  # a full batch: a spike
+    assert not _spikes(steps, 0.69, Thresholds(), [[64] * 6 + [15]])  # 15 rows: noise
+    assert _spikes([[0.16] * 6 + [27.0]], 0.69, Thresholds(), [[64] * 6 + [15]])  # divergence

@@ -131,7 +131,7 @@ def bad_inputs(tmp_path, table_runs, digits_run) -> dict[str, tuple]:
         "unknown id column": (price, good_table, ["id_column=nope"], "id_column='nope' is not"),
         "a number column with text": (price, stray, [], "column 'sqm', numeric in training"),
         "unreadable image": (digits, broken, [], "cannot read image"),
-        "empty folder": (digits, empty, [], "holds no .png, .jpg, .jpeg files"),
+        "empty folder": (digits, empty, [], "holds no .png, .jpg, .jpeg, .bmp, .webp files"),
         "a table for an image model": (digits, good_table, [], "trained on images (1, 28, 28)"),
         "images for a table model": (price, broken, [], "trained on a table, not images"),
         "no such input": (price, tmp_path / "nope.csv", [], "does not exist"),

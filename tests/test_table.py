@@ -259,3 +259,26 @@ def test_eval_scores_every_row_of_another_table_in_any_order(tmp_path):
         assert "baseline/test_r2" in metrics  # from the training targets' stored mean
         scores.append(metrics["test/r2"])
     assert scores[0] == pytest.approx(scores[1], abs=1e-6)  # every row, whatever their order
+
+
+def test_numbers_with_thousands_separators_are_numbers_not_an_id(tmp_path):
+    """A spreadsheet's export ("1,234.5", quoted) is a numeric column, not text that is
+    different in every row (an ID column)."""
+    from mlplab.data.table import read_table
+
+    path = tmp_path / "incomes.csv"
+    rows = "".join(f'"{1000 + i * 1371:,}.5",{i % 7},{"pq"[i > 40]}\n' for i in range(80))
+    path.write_text("income,age,label\n" + rows)
+    table = read_table(path)
+    assert table["income"].dtype.kind == "f" and table["income"][1] == 2371.5
+    result = run_python(
+        "train.py",
+        "debug=smoke",
+        "data=table",
+        f"data.path={path}",
+        "data.target=label",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "income" in checkpoint["TableDataModule"]["preprocessing"]["numeric"]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build, compose_config
+from conftest import build, compose_config, run_python
 from matplotlib.image import imread
 from omegaconf import OmegaConf, open_dict
 from wandb_records import summary_and_config
@@ -352,3 +352,22 @@ def test_load_from_checkpoint_returns_the_trained_model(trained, tmp_path):
     with torch.no_grad():
         accuracy = float((module(x).argmax(1) == y).float().mean())
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_logger_none_drops_the_callbacks_that_need_a_logger_with_one_line(tmp_path):
+    """README's logger=none runs: the learning-rate monitor (it writes only to a logger)
+    is dropped, as enable_progress_bar=false drops the bar, and said once."""
+    result = run_python(
+        "train.py",
+        "logger=none",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dropped = [line for line in result.stdout.splitlines() if "dropped" in line]
+    assert dropped == ["LearningRateMonitor dropped: it writes to a logger; this run has none"]
+    assert (tmp_path / "metrics.json").is_file() and not (tmp_path / "csv").exists()

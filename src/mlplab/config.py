@@ -141,9 +141,3 @@ def validate_config(cfg: DictConfig) -> None:
             "compare_from_scratch=true compares a pretrained network with a fresh one: "
             "use it with model=pretrained (e.g. experiment=transfer_fashion)"
         )
-    loggers = {k: v for k, v in (cfg.get("logger") or {}).items() if v is not None}
-    if OmegaConf.select(cfg, "callbacks.lr_monitor") is not None and not loggers:
-        raise ConfigError(
-            "callbacks.lr_monitor needs a logger: choose logger=csv (or wandb), "
-            "or drop it with callbacks.lr_monitor=null"
-        )

@@ -58,7 +58,10 @@ def format_finding(finding: dict[str, Any]) -> str:
 class Thresholds:
     """When the doctor speaks up. Every field is a ``callbacks.doctor.<name>`` config value."""
 
-    initial_loss_tolerance: float = 0.5  # initial loss off by more than this fraction
+    initial_loss_tolerance: float = 0.5  # initial loss off by more than this fraction ...
+    # ... of the untrained loss, or of this, if larger: a freshly initialized net's random
+    # logits add about 0.5-1 to ln(C) whatever C is, which is most of ln 2 or ln 3.
+    initial_loss_scale: float = 2.0
     plateau_epochs: int = 3  # window of epochs in which the loss must fall ...
     plateau_min_decrease: float = 0.02  # ... by at least this fraction,
     plateau_max_progress: float = 0.5  # unless it is already below this x the uniform loss
@@ -83,6 +86,7 @@ def diagnose(
     uniform_loss: float | None = None,
     step_losses: list[list[float]] | None = None,
     grad_norms: list[list[float]] | None = None,
+    step_batches: list[list[int]] | None = None,
     chance_acc: float | None = None,
     baseline_acc: float | None = None,
     early_stopping_monitor: str | None = None,
@@ -98,6 +102,8 @@ def diagnose(
         uniform_loss: the same loss for a model predicting every class equally (ln(C) for
             cross-entropy).
         step_losses: per epoch, the loss of each training step.
+        step_batches: per epoch, the examples of each training step (a partial batch is
+            noisier: its spikes must be larger).
         grad_norms: per epoch, the mean gradient norm of each layer, first to last.
         chance_acc: accuracy of guessing uniformly (1 / number of classes).
         baseline_acc: val accuracy of always predicting the majority class.
@@ -117,7 +123,7 @@ def diagnose(
         *few,
         *one_step,
         *(_plateau(history, uniform_loss, t) if judged else []),
-        *_spikes(step_losses or [], uniform_loss, t),
+        *_spikes(step_losses or [], uniform_loss, t, step_batches),
         *(_chance(history, chance_acc, baseline_acc, t) if judged else []),
         *(_no_better_than_mean(history, t) if judged else []),
         *(_overfitting(history, early_stopping_monitor, t) if not few else []),
@@ -131,7 +137,7 @@ def _initial_loss(initial: float | None, uniform: float | None, t: Thresholds) -
     if initial is None or not uniform:
         return []
     off = initial / uniform - 1
-    if abs(off) <= t.initial_loss_tolerance:
+    if abs(initial - uniform) <= t.initial_loss_tolerance * max(uniform, t.initial_loss_scale):
         return []
     return [
         Finding(
@@ -217,24 +223,43 @@ def _one_step_per_epoch(step_losses: list[list[float]], cause: str) -> list[Find
     ]
 
 
+def _examples(batch: Any) -> int:
+    """The examples in a batch ``(inputs, targets)``; 0 where that cannot be told."""
+    if isinstance(batch, list | tuple) and batch and hasattr(batch[-1], "__len__"):
+        return len(batch[-1])
+    return 0
+
+
 def _change(decrease: float) -> str:
     return f"fell only {decrease:.1%}" if decrease >= 0 else f"rose {-decrease:.1%}"
 
 
-def _spikes(step_losses: list[list[float]], uniform: float | None, t: Thresholds) -> list[Finding]:
+def _spikes(
+    step_losses: list[list[float]],
+    uniform: float | None,
+    t: Thresholds,
+    step_batches: list[list[int]] | None = None,
+) -> list[Finding]:
     # A step whose loss is spike_factor x the median of the steps just before it, and higher
     # by a sizeable part of the untrained loss: one noisy batch late in training (0.2 -> 0.45)
     # is no spike; 0.9 -> 27 is.
     floor = t.spike_min_jump * (uniform or 1.0)
     recent: deque[float] = deque(maxlen=t.spike_window)
+    full = max((n for epoch in step_batches or [] for n in epoch), default=0)
     for epoch, losses in enumerate(step_losses, start=1):
+        sizes = (step_batches or [])[epoch - 1] if epoch <= len(step_batches or []) else []
         for step, value in enumerate(losses, start=1):
             if recent:
                 median = statistics.median(recent)
                 # Noisy small batches (a regression table) swing; a spike stands out of that.
                 spread = statistics.median(abs(r - median) for r in recent)
                 jump = value - median
-                if value > t.spike_factor * median and jump > max(floor, t.spike_mads * spread):
+                # A smaller batch (an epoch's last, partial one) swings more: its mean's noise
+                # grows as 1/sqrt(examples), and so does what counts as a jump.
+                size = sizes[step - 1] if step <= len(sizes) and sizes[step - 1] else full
+                noise = math.sqrt(full / size) if full and size else 1.0
+                allowed = noise * max(floor, t.spike_mads * spread)
+                if value > t.spike_factor * median and jump > allowed:
                     return [
                         Finding(
                             "loss_spike",
@@ -405,6 +430,9 @@ class TrainingDoctor(L.Callback):
         self.initial_loss: float | None = None
         self.uniform_loss: float | None = None
         self.step_losses: list[list[float]] = []  # per epoch
+        self.step_batches: list[list[int]] = []  # per epoch: the examples of each step
+        self._sizes: list[int] = []  # this epoch's steps' examples
+        self._batch_size = 0  # examples in the batches accumulated into the next step
         self.grad_norms: list[list[float]] = []  # per epoch: mean norm per layer
         self._losses: list[Tensor] = []  # this epoch's, one per optimizer step
         self._batch_losses: list[Tensor] = []  # batches accumulated into the next step
@@ -445,6 +473,7 @@ class TrainingDoctor(L.Callback):
             # Lightning hands over the loss divided by accumulate_grad_batches (what it
             # back-propagates): the batch's own loss is that times the factor.
             self._batch_losses.append(loss.detach() * trainer.accumulate_grad_batches)
+            self._batch_size += _examples(batch)
         if trainer.global_step != self._step:  # this batch ended an optimizer step
             self._step = trainer.global_step
             self._end_step()
@@ -453,6 +482,8 @@ class TrainingDoctor(L.Callback):
         if self._batch_losses:  # the step's loss: the mean of the batches it accumulated
             self._losses.append(torch.stack(self._batch_losses).mean())
             self._batch_losses = []
+            self._sizes.append(self._batch_size)
+            self._batch_size = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._step = trainer.global_step
@@ -478,6 +509,8 @@ class TrainingDoctor(L.Callback):
         losses = torch.stack(self._losses).float().cpu() if self._losses else torch.empty(0)
         self._losses = []
         self.step_losses.append(losses.tolist())
+        self.step_batches.append(self._sizes)
+        self._sizes = []
         norms = torch.stack(self._grads).mean(0).cpu().tolist() if self._grads else []
         self.grad_norms.append(norms)
         self._grads = []
@@ -495,6 +528,7 @@ class TrainingDoctor(L.Callback):
             initial_loss=self.initial_loss,
             uniform_loss=self.uniform_loss,
             step_losses=self.step_losses,
+            step_batches=self.step_batches,
             grad_norms=self.grad_norms,
             # Chance and the majority class are yardsticks of classification only.
             chance_acc=1 / data.num_outputs if classes else None,
@@ -526,7 +560,9 @@ class TrainingDoctor(L.Callback):
             "initial_loss": self.initial_loss,
             "uniform_loss": self.uniform_loss,
             "step_losses": self.step_losses,
+            "step_batches": self.step_batches,
             "grad_norms": self.grad_norms,
+            "epoch_sizes": list(self._sizes),
             "epoch_losses": [t.cpu() for t in self._losses],
             "epoch_grads": [t.cpu() for t in self._grads],
         }
@@ -535,6 +571,8 @@ class TrainingDoctor(L.Callback):
         self.initial_loss = state_dict.get("initial_loss")
         self.uniform_loss = state_dict.get("uniform_loss")
         self.step_losses = list(state_dict.get("step_losses", []))
+        self.step_batches = list(state_dict.get("step_batches", []))
+        self._sizes = list(state_dict.get("epoch_sizes", []))
         self.grad_norms = list(state_dict.get("grad_norms", []))
         self._losses = list(state_dict.get("epoch_losses", []))
         self._grads = list(state_dict.get("epoch_grads", []))

@@ -61,6 +61,21 @@ class TrainedModel:
     def is_images(self) -> bool:
         return len(self.input_shape) == 3
 
+    def require_finite(self) -> None:
+        """Refuse, in one line, a model whose weights hold NaN or infinity (a diverged run):
+        its every prediction would be meaningless."""
+        bad = [
+            name
+            for name, tensor in self.module.state_dict().items()
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all())
+        ]
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise CheckpointError(
+                f"{self.path} holds NaN or infinite weights ({bad[0]}{more}): the run diverged; "
+                "use a checkpoint from before it did, or retrain (e.g. a lower optimizer.lr)"
+            )
+
     def data_config(self, data_dir: str | None = None) -> DictConfig:
         """The config of the data set the model was trained on; with ``data_dir``, read from
         that folder instead: an image data set's files, or a table file of the same name."""

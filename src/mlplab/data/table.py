@@ -418,16 +418,49 @@ def read_table(path: str | Path, what: str = "the table") -> pd.DataFrame:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{what}={path} does not exist: give the CSV or Parquet file")
+    suffix = path.suffix.lower()
+    if suffix in SPREADSHEET_SUFFIXES or _is_zip(path):
+        raise DataError(
+            f"{path} is a spreadsheet workbook, not a CSV file: save the sheet as CSV "
+            "(or Parquet) and give that file"
+        )
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if suffix in (".parquet", ".pq"):
             table = pd.read_parquet(path)
         else:
-            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            table = _grouped_numbers(pd.read_csv(path, sep="\t" if suffix == ".tsv" else ","))
     except Exception as exc:  # pandas and pyarrow raise many types for a bad file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"cannot read {path}: {first}") from exc
     if table.empty:
         raise DataError(f"{path} holds no rows: a table needs a header and data rows")
+    return table
+
+
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+# A number written with thousands separators, as spreadsheets export it: 1,234.5 or -12,000
+GROUPED_NUMBER = r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?|[-+]?\d+(?:\.\d*)?|[-+]?\.\d+"
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether the file is a zip archive (what an .xlsx really is), whatever its name."""
+    with open(path, "rb") as file:
+        return file.read(4) == b"PK\x03\x04"
+
+
+def _grouped_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    """Text columns whose every value is a number, some with thousands separators
+    ("1,234.5"), as numbers: a spreadsheet's export of a numeric column."""
+    for column in table.columns:
+        values = table[column]
+        if values.dtype != object and not pd.api.types.is_string_dtype(values):
+            continue
+        present = values.dropna().astype(str).str.strip()
+        if present.empty or not present.str.contains(",", regex=False).any():
+            continue
+        if present.str.fullmatch(GROUPED_NUMBER).all():
+            table[column] = pd.to_numeric(values.astype(str).str.replace(",", "", regex=False))
+            log.info("column %r: numbers with thousands separators, read as numbers", column)
     return table
 
 
