@@ -153,6 +153,36 @@ def test_a_run_dir_has_one_writer_and_a_killed_one_never_blocks_the_resume(tmp_p
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2
 
 
+def test_two_new_runs_into_one_dir_at_once_one_is_refused(tmp_path):
+    """The dir is empty (no run files yet), but the first run holds it: the second one is
+    refused before Hydra writes a file there."""
+    run_dir = tmp_path / "run"
+    holder = Holder(run_dir)
+    line = refused(run_python(*SMOKE, f"hydra.run.dir={run_dir}", env=QUIET))
+    assert "is being written by another process" in line
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]
+    holder.kill()
+
+
+def test_eval_writes_no_cache_where_the_checkpoint_says(finished_run, tmp_path):
+    """A path in a checkpoint is read, never written: eval.py caches the data where this
+    machine keeps its caches (paths.cache_dir), not where the stored config says."""
+    checkpoint = torch.load(finished_run / "checkpoints" / "best.ckpt", weights_only=True)
+    elsewhere = tmp_path / "not-a-cache"
+    checkpoint["mlplab_config"]["data"]["cache_dir"] = str(elsewhere)
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(checkpoint, tampered)
+    mine = tmp_path / "my-cache"
+    result = run_python(
+        "eval.py",
+        f"ckpt_path={tampered}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        env={"MLPLAB_CACHE_DIR": str(mine)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not elsewhere.exists() and any(mine.iterdir())
+
+
 def test_a_second_predict_into_one_dir_is_refused(finished_run, tmp_path):
     images = tmp_path / "digits.idx.gz"
     images.write_bytes(idx_bytes(np.zeros((5, 28, 28))))
@@ -180,6 +210,21 @@ def test_the_lock_is_let_go_between_jobs_of_one_process(tmp_path):
 
 
 # -- a full disk, a signal ---------------------------------------------------------------------
+def start_until(out: Path, pattern: str, *command: str) -> subprocess.Popen:
+    """Start ``command`` writing into run dir ``out``; return once a file matching
+    ``pattern`` appears there (the write under way), or the command has ended."""
+    process = subprocess.Popen(
+        [sys.executable, *command, f"hydra.run.dir={out}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not list(out.glob(pattern)) and process.poll() is None:
+        time.sleep(0.002)  # polling: the trigger is the file, whenever it appears
+    return process
+
+
 @pytest.fixture
 def disk(tmp_path):
     mount = mount_tmpfs(tmp_path / "disk", "1m")
@@ -251,21 +296,9 @@ def test_a_signal_while_predictions_are_written_leaves_all_rows_or_none(finished
     images = tmp_path / "digits.idx.gz"
     images.write_bytes(idx_bytes(np.random.default_rng(1).integers(0, 256, (60000, 28, 28))))
     out = tmp_path / "predict"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "predict.py",
-            f"ckpt_path={finished_run}",
-            f"input={images}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_until(
+        out, ".predictions.csv.*", "predict.py", f"ckpt_path={finished_run}", f"input={images}"
     )
-    while not list(out.glob(".predictions.csv.*")) and process.poll() is None:
-        time.sleep(0.002)  # polling: the trigger is the file, whenever it appears
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=600)
     assert "Traceback" not in err
@@ -282,21 +315,9 @@ def test_an_export_killed_at_any_moment_leaves_the_model_and_its_spec_together(
     finished_run, tmp_path
 ):
     out = tmp_path / "export"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "export.py",
-            f"ckpt_path={finished_run}",
-            "format=torchscript",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_until(
+        out, ".model-*", "export.py", f"ckpt_path={finished_run}", "format=torchscript"
     )
-    while not list(out.glob(".model-*")) and process.poll() is None:
-        time.sleep(0.002)  # polling: the trigger is the folder, whenever it appears
     process.kill()
     process.wait()
     model = out / "model"

@@ -23,7 +23,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.data`` when one is chosen (``data=fashion_mnist data.data_dir=...``).
     """
     trust_packages(cfg.get("trusted_packages"))  # the command line's, never a checkpoint's
-    trained = load_trained(cfg.ckpt_path)
+    trained = load_trained(cfg.ckpt_path, cache_dir=cfg.paths.cache_dir)
     path, module = trained.path, trained.module
     datamodule = trained.test_data(_data_config(cfg, trained))
     trained_for = (trained.input_shape, module.hparams.num_outputs)

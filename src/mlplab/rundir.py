@@ -117,8 +117,10 @@ _held: dict[Path, int] = {}  # run dir -> the open lock file this process holds
 
 def is_other_rank() -> bool:
     """Whether this process is a DDP rank other than the first: it writes into the run dir
-    that its rank 0 holds (Lightning starts it with the same ``hydra.run.dir``)."""
-    return any(os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK"))
+    that its rank 0 holds (Lightning starts it with the same ``hydra.run.dir``; SLURM starts
+    a job's tasks in the same job dir)."""
+    ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID")  # SLURM: the tasks of one srun/submitit job
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ranks)
 
 
 def run_files(folder: str | Path, with_hydra: bool = True) -> list[str]:

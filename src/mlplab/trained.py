@@ -111,11 +111,18 @@ class TrainedModel:
         return datamodule.splits["test"]
 
 
-def load_trained(ckpt_path: str | Path, in_run_dir: str = "best.ckpt") -> TrainedModel:
-    """Load ``ckpt_path`` (a ``.ckpt`` file, or a run dir: its ``in_run_dir`` checkpoint)."""
+def load_trained(
+    ckpt_path: str | Path, in_run_dir: str = "best.ckpt", cache_dir: str | None = None
+) -> TrainedModel:
+    """Load ``ckpt_path`` (a ``.ckpt`` file, or a run dir: its ``in_run_dir`` checkpoint).
+
+    ``cache_dir`` (this machine's ``paths.cache_dir``) replaces the data's stored one: a
+    path read from a checkpoint is never one that is written to."""
     path = find_checkpoint(ckpt_path, in_run_dir)
     checkpoint = load_checkpoint(path)
     config = run_config(checkpoint, path)
+    if cache_dir is not None and OmegaConf.select(config, "data.cache_dir") is not None:
+        config.data.cache_dir = str(cache_dir)
     if "module" not in config or "data" not in config:
         raise CheckpointError(
             f"{path} was written by an older mlplab (no module config): retrain it, or use "
