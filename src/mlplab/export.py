@@ -285,7 +285,7 @@ _EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript}
 def export_command(cfg: DictConfig) -> dict[str, Any]:
     """``export.py``: export, print the files and the parity; return model.json's contents."""
     trust_packages(cfg.get("trusted_packages"))  # the command line's, never a checkpoint's
-    trained = load_trained(cfg.ckpt_path)
+    trained = load_trained(cfg.ckpt_path, cache_dir=cfg.paths.cache_dir)
     output_dir = Path(cfg.output_dir)
     with writing_run_dir(output_dir, command="export.py"):
         spec = export_model(trained, str(cfg.format), output_dir, cfg.get("data_dir"))
