@@ -51,7 +51,7 @@ def test_images_of_another_size_are_refused_unless_resized_and_colour_is_convert
 ):
     big = tmp_path / "big.png"
     Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8), mode="RGB").save(big)
-    with pytest.raises(DataError, match="is 32x32 but the model takes 28x28 images"):
+    with pytest.raises(DataError, match="is 32x32, not the 28x28 expected"):
         mlplab.predict(digits_run, big)
     frame = mlplab.predict(digits_run, big, resize=True)
     assert list(frame.file) == ["big.png"]

@@ -2,5 +2,12 @@
 
 from mlplab.data.augment import RandomShift
 from mlplab.data.datamodule import BundledMnistDataModule, IdxDataModule, TensorDataModule
+from mlplab.data.image_folder import ImageFolderDataModule
 
-__all__ = ["BundledMnistDataModule", "IdxDataModule", "RandomShift", "TensorDataModule"]
+__all__ = [
+    "BundledMnistDataModule",
+    "IdxDataModule",
+    "ImageFolderDataModule",
+    "RandomShift",
+    "TensorDataModule",
+]

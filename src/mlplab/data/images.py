@@ -25,8 +25,16 @@ from mlplab.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
+class UnreadableImage(DataError):
+    """A file that Pillow cannot decode: not an image, or a corrupt one."""
+
+
 def read_image(
-    path: str | Path, channels: int, size: tuple[int, int] | None = None, resize: bool = False
+    path: str | Path,
+    channels: int,
+    size: tuple[int, int] | None = None,
+    resize: bool = False,
+    resize_hint: str = "pass resize=true",
 ) -> np.ndarray:
     """The image at ``path`` as uint8 ``(channels, H, W)``.
 
@@ -35,6 +43,7 @@ def read_image(
         channels: 1 (grayscale) or 3 (RGB).
         size: ``(height, width)`` the image must have; ``None`` takes it as it is.
         resize: resize an image of another ``size`` (bilinear) instead of refusing it.
+        resize_hint: how to ask for that, said when an image of another size is refused.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -48,14 +57,14 @@ def read_image(
             if size is not None and image.size != (size[1], size[0]):
                 if not resize:
                     raise DataError(
-                        f"{path.name} is {image.size[0]}x{image.size[1]} but the model takes "
-                        f"{size[1]}x{size[0]} images: resize them, or pass resize=true"
+                        f"{path} is {image.size[0]}x{image.size[1]}, not the "
+                        f"{size[1]}x{size[0]} expected: resize the images, or {resize_hint}"
                     )
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"cannot read image {path}: {first}") from exc
+        raise UnreadableImage(f"cannot read image {path}: {first}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
