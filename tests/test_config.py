@@ -18,7 +18,7 @@ from mlplab.metrics import build_metrics
 from mlplab.model import MLP
 
 EXPECTED_OPTIONS = {
-    "data": ["diabetes", "fashion_mnist", "mnist", "mnist_5k", "table", "wine"],
+    "data": ["diabetes", "fashion_mnist", "images", "mnist", "mnist_5k", "table", "wine"],
     "augment": ["none", "shift"],
     "module": ["classifier", "regressor"],
     "model": ["cnn", "mlp", "pretrained"],
@@ -28,7 +28,7 @@ EXPECTED_OPTIONS = {
     "regularization": ["dropout", "l1", "l2", "lesson", "none"],
     "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
     "callbacks": ["default", "none"],
-    "logger": ["csv", "default", "none", "tensorboard", "wandb"],
+    "logger": ["csv", "default", "mlflow", "none", "tensorboard", "wandb"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu", "lightning"],
     "experiment": [
         "deep_sigmoid",
@@ -57,7 +57,7 @@ def test_the_groups_offer_the_documented_options():
 
 @pytest.mark.parametrize("option", EXPECTED_OPTIONS["data"])
 def test_data_options(option, tmp_path):
-    needs = ["data.path=my_table.csv"] if option == "table" else []
+    needs = {"table": ["data.path=my_table.csv"], "images": ["data.path=my_images"]}.get(option, [])
     cfg = compose_config([f"data={option}", *needs], tmp_path)
     validate_config(cfg)
     datamodule = instantiate(cfg.data)
@@ -142,6 +142,7 @@ def test_callback_options(option, tmp_path):
             "CompareFromScratch",
             "EarlyStopping",
             "LearningRateMonitor",
+            "MlflowSummary",
             "ModelCheckpoint",  # best.ckpt
             "ModelCheckpoint",  # last.ckpt, every epoch
             "RunReport",
@@ -156,13 +157,15 @@ def test_callback_options(option, tmp_path):
 
 
 @pytest.mark.parametrize("option", EXPECTED_OPTIONS["logger"])
-def test_logger_options(option, tmp_path):
+def test_logger_options(option, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     cfg = compose_config([f"logger={option}"], tmp_path)
     loggers = instantiate_each(cfg.logger)
     names = sorted(type(lg).__name__ for lg in loggers)
     expected = {
         "csv": ["ResumableCSVLogger"],
         "default": ["ResumableCSVLogger", "WandbLogger"],
+        "mlflow": ["ResumableMLFlowLogger"],
         "none": [],
         "tensorboard": ["TensorBoardLogger"],
         "wandb": ["WandbLogger"],

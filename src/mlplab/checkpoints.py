@@ -32,6 +32,7 @@ from mlplab.slurm import RequeueOnSignal, requeued_by_slurm
 
 CONFIG_KEY = "mlplab_config"
 WANDB_ID_KEY = "mlplab_wandb_run_id"
+MLFLOW_ID_KEY = "mlplab_mlflow_run_id"
 RNG_KEY = "mlplab_rng_states"
 
 
@@ -139,12 +140,17 @@ class RunStateInCheckpoint(L.Callback):
         config: the run config to store (secrets redacted: see :mod:`mlplab.secrets`).
         checkpoint_dir: where ``interrupted.ckpt`` goes.
         wandb_run_id: the W&B run to continue on resume.
+        mlflow_run_id: the MLflow run to continue on resume.
     """
 
     def __init__(
-        self, config: dict[str, Any], checkpoint_dir: Path, wandb_run_id: str | None = None
+        self,
+        config: dict[str, Any],
+        checkpoint_dir: Path,
+        wandb_run_id: str | None = None,
+        mlflow_run_id: str | None = None,
     ):
-        self.config, self.wandb_run_id = config, wandb_run_id
+        self.config, self.wandb_run_id, self.mlflow_run_id = config, wandb_run_id, mlflow_run_id
         self.checkpoint_dir = Path(checkpoint_dir)
         self.interrupted_checkpoint: Path | None = None
         self.interrupted_epoch = 0
@@ -239,6 +245,7 @@ class RunStateInCheckpoint(L.Callback):
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config
         checkpoint[WANDB_ID_KEY] = self.wandb_run_id
+        checkpoint[MLFLOW_ID_KEY] = self.mlflow_run_id
         checkpoint[RNG_KEY] = rng_states()
 
     def on_load_checkpoint(

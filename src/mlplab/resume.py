@@ -298,7 +298,12 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     It is the checkpoint's own config, so the run continues exactly as it started, in its own
     output dir and, when it logged to W&B, in the same W&B run.
     """
-    from mlplab.checkpoints import WANDB_ID_KEY, load_checkpoint, run_config  # torch: resuming only
+    from mlplab.checkpoints import (  # torch: resuming only
+        MLFLOW_ID_KEY,
+        WANDB_ID_KEY,
+        load_checkpoint,
+        run_config,
+    )
 
     path = find_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(path)
@@ -315,6 +320,9 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     if wandb_id and OmegaConf.select(resumed, "logger.wandb") is not None:
         OmegaConf.update(resumed, "logger.wandb.id", wandb_id, force_add=True)
         OmegaConf.update(resumed, "logger.wandb.resume", "allow", force_add=True)
+    mlflow_id = checkpoint.get(MLFLOW_ID_KEY)
+    if isinstance(mlflow_id, str) and OmegaConf.select(resumed, "logger.mlflow") is not None:
+        OmegaConf.update(resumed, "logger.mlflow.run_id", mlflow_id, force_add=True)
     return resumed, checkpoint
 
 

@@ -30,6 +30,7 @@ from mlplab.checkpoints import RunStateInCheckpoint, tested_checkpoint
 from mlplab.config import check_trainer, validate_config
 from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each
+from mlplab.mlflow_runs import mlflow_run_id
 from mlplab.record import RunRecord
 from mlplab.resume import continued_config, continues_in
 from mlplab.rundir import writing_run_dir
@@ -69,7 +70,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     loggers = instantiate_each(cfg.get("logger"))
     record = RunRecord(output_dir, cfg)  # first: later callbacks add to it
     run_state = RunStateInCheckpoint(
-        record.config, output_dir / "checkpoints", wandb_run_id(loggers)
+        record.config, output_dir / "checkpoints", wandb_run_id(loggers), mlflow_run_id(loggers)
     )
     callbacks = [record, EpochHistory(), run_state, *instantiate_each(cfg.callbacks)]
     trainer = make_trainer(cfg.trainer, callbacks, loggers, output_dir)
