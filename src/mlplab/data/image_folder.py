@@ -10,9 +10,7 @@ tensors like MNIST's (:class:`~mlplab.data.TensorDataModule`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -114,9 +112,9 @@ class ImageFolderDataModule(TensorDataModule):
                     return None
                 raise
 
-        # Pillow decodes without the GIL: threads share the cores.
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            images = list(pool.map(one, files, chunksize=64))
+        # One after the other: for small images Python's own work per file dominates, and
+        # threads made decoding 10,000 28x28 PNGs 2.6x slower (GIL contention), not faster.
+        images = [one(item) for item in files]
         kept = [i for i, image in enumerate(images) if image is not None]
         if len(kept) < len(files):
             log.warning(
