@@ -212,7 +212,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             validate_config(cfg)
         else:
             check_required(cfg)
-            refuse_unread_keys(task)
+            refuse_unread_keys()
         module_name, function_name = task.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
@@ -255,7 +255,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         raise
 
 
-def refuse_unread_keys(task: str) -> None:
+def refuse_unread_keys() -> None:
     """Refuse a key added on the command line (``+model.hidden_sizes=[64]``) that the
     command never reads: eval, predict and export use the checkpoint's model as trained,
     and a silently ignored override would say otherwise."""

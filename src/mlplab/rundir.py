@@ -3,8 +3,8 @@
 - :func:`atomic_file` and :func:`atomic_path` write a file under a temporary name in its own
   folder, flush it to disk and rename it into place: a kill, a crash or a full disk leaves
   the earlier file (or none), never part of one.
-- :func:`claim_run_dir` makes the calling process the one writer of a run dir: it holds an
-  advisory lock (``flock``) on ``<run dir>/.lock`` until the process ends, which the kernel
+- :func:`writing_run_dir` makes the calling process the one writer of a run dir: it holds an
+  advisory lock (``flock``) on ``<run dir>/.lock`` while it writes, which the kernel
   releases however the process ends (SIGKILL included), so a killed run never blocks the
   command that resumes it. A new run refuses a dir holding another run's files.
 - :class:`OneWriterPerRunDir`, a Hydra callback, claims the dir before Hydra writes its own
@@ -195,21 +195,6 @@ def _read_holder(fd: int) -> str:
     return "on another machine, or just ending"
 
 
-def claim_run_dir(
-    folder: str | Path, *, continuing: bool = False, command: str = "train.py"
-) -> None:
-    """Make this process the one writer of run dir ``folder``: lock it, and unless the run
-    ``continuing`` is the one whose files are there, refuse a dir holding another run's
-    files (one line naming them and how to continue that run). Hydra's own files are not
-    looked at here: by the time a task runs, Hydra has written them for this run."""
-    folder = Path(folder)
-    if is_other_rank():
-        return
-    if not continuing:
-        refuse_taken(folder, run_files(folder, with_hydra=False), command)
-    lock_run_dir(folder)
-
-
 def refuse_taken(folder: Path, found: list[str], command: str) -> None:
     """Raise :class:`RunDirTaken` if ``found`` names run files in ``folder``."""
     if not found:
@@ -295,10 +280,18 @@ def _exit_on_refusal() -> Iterator[None]:
 def writing_run_dir(
     folder: str | Path, *, continuing: bool = False, command: str = "train.py"
 ) -> Iterator[None]:
-    """:func:`claim_run_dir` for the block; the lock is let go after it unless this process
-    held it before (the run's own Hydra callback holds it for the whole process)."""
-    held = Path(folder).absolute() in _held
-    claim_run_dir(folder, continuing=continuing, command=command)
+    """Make this process the one writer of run dir ``folder`` for the block: lock it, and
+    unless the run ``continuing`` is the one whose files are there, refuse a dir holding
+    another run's files (one line naming them and how to continue that run). Hydra's own
+    files are not looked at here: by the time a task runs, Hydra has written them for this
+    run. The lock is let go after the block unless this process held it before (the run's
+    own Hydra callback holds it for the whole process)."""
+    folder = Path(folder)
+    held = folder.absolute() in _held
+    if not is_other_rank():
+        if not continuing:
+            refuse_taken(folder, run_files(folder, with_hydra=False), command)
+        lock_run_dir(folder)
     try:
         yield
     finally:
