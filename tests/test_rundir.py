@@ -148,9 +148,15 @@ def test_a_run_dir_has_one_writer_and_a_killed_one_never_blocks_the_resume(tmp_p
     assert f"is being written by another process (pid {holder.process.pid})" in line
     assert snapshot(run_dir) == before
     holder.kill()  # SIGKILL, as a lost process: the kernel lets go of its lock
+    # What a writer killed mid-write leaves: its temporary files, which the resume removes.
+    stale = [run_dir / ".metrics.json.x1.part", run_dir / "csv" / ".metrics.csv.x2.part"]
+    for path in stale:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("half")
     result = run_python(*resume)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2
+    assert not any(path.exists() for path in stale)
 
 
 def test_two_new_runs_into_one_dir_at_once_one_is_refused(tmp_path):

@@ -217,7 +217,12 @@ class RunStateInCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.requeue_signal.install()
-        remove_stale_parts(self.checkpoint_dir)
+        for folder in (
+            self.checkpoint_dir,
+            self.checkpoint_dir.parent,
+            self.checkpoint_dir.parent / "csv",
+        ):
+            remove_stale_parts(folder)
 
     # Lightning installs its SIGTERM handler after on_fit_start, before these: ours goes on top.
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -269,8 +274,9 @@ class RunStateInCheckpoint(L.Callback):
 
 
 def remove_stale_parts(folder: Path) -> None:
-    """Delete the temporary files of checkpoint writes that a kill interrupted (a run writes
-    its checkpoints from one process, so none is being written as a run starts)."""
+    """Delete the temporary files of writes that a kill interrupted (checkpoints, metrics,
+    reports, the CSV): a run dir has one writer (:mod:`mlplab.rundir`), so none is being
+    written as a run starts."""
     for part in folder.glob(".*.part"):
         part.unlink(missing_ok=True)
 
