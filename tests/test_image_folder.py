@@ -1,6 +1,6 @@
 """``data=images``: training on class folders of image files, then predict and export.
 
-Fast cases use scikit-learn's 8x8 handwritten digits written out as PNG files; the slow one
+Fast cases use scikit-learn's 8x8 handwritten digits written out as PNG files; the slow ones
 writes real MNIST and Fashion-MNIST (``$MLPLAB_TEST_DATA``) as PNG folders and compares
 them with the same images read from their IDX files.
 """
@@ -78,6 +78,7 @@ def test_predict_and_export_need_no_extra_option(trained, small_digits, tmp_path
     assert spec["class_names"] == list(LETTERS) and spec["input"]["shape"] == ["batch", 1, 8, 8]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -104,6 +105,7 @@ def test_models_augmentation_and_folds_work_on_folders(small_digits, overrides, 
     assert list(state["hyper_parameters"]["input_shape"]) == [channels, size, size]
 
 
+@pytest.mark.slow
 def test_a_separate_test_folder_is_the_test_split(small_digits, tmp_path):
     test = tmp_path / "test"
     for folder in small_digits.iterdir():  # the first 20 of each class

@@ -89,6 +89,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tracked):
     assert run.data.tags["resumed/trainer/max_epochs"] == "3"  # ... and what the resume set
 
 
+@pytest.mark.slow
 def test_a_sweeps_jobs_are_runs_of_one_experiment_tagged_with_the_sweep(tmp_path):
     (tmp_path / "store").mkdir()
     uri = store(tmp_path)
@@ -108,6 +109,7 @@ def test_a_sweeps_jobs_are_runs_of_one_experiment_tagged_with_the_sweep(tmp_path
     assert {r.data.tags["sweep"] for r in found} == {f"sweep {tmp_path.name}/sweep"}
 
 
+@pytest.mark.slow
 def test_the_default_store_is_a_sqlite_file_where_the_command_runs(tmp_path):
     """Run from another folder, with no MLFLOW_TRACKING_URI: the store and its artifacts
     are there, and nowhere else."""

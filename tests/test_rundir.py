@@ -127,6 +127,7 @@ def test_eval_predict_and_export_never_write_into_a_training_run(finished_run, c
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.slow
 def test_a_sweep_refuses_the_dir_of_a_finished_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     first = run_python("train.py", "-m", "debug=smoke", "seed=1,2", f"hydra.sweep.dir={sweep}")
@@ -271,6 +272,7 @@ def test_an_export_on_a_full_disk_leaves_neither_file(finished_run, disk):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("room", [8_000, 40_000, 90_000])
 def test_eval_on_a_full_disk_leaves_no_torn_picture_or_report(finished_run, disk, room):
     """Whatever room is left: the command ends with one line (exit 2) or succeeds having
@@ -296,6 +298,7 @@ def test_eval_on_a_full_disk_leaves_no_torn_picture_or_report(finished_run, disk
             assert (f"({name})" in report) == (out / name).exists()
 
 
+@pytest.mark.slow
 def test_a_signal_while_predictions_are_written_leaves_all_rows_or_none(finished_run, tmp_path):
     """SIGTERM as soon as the predictions file begins to be written (its temporary name
     appears): the command ends with all the rows in place, or with none and exit 143."""
@@ -317,6 +320,7 @@ def test_a_signal_while_predictions_are_written_leaves_all_rows_or_none(finished
         assert len((out / "predictions.csv").read_text().splitlines()) == 60001
 
 
+@pytest.mark.slow
 def test_an_export_killed_at_any_moment_leaves_the_model_and_its_spec_together(
     finished_run, tmp_path
 ):
@@ -363,6 +367,7 @@ def test_a_checkpoint_decides_nothing_about_where_a_resume_writes(tampered):
     assert f"run dir: {run}" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_loose_checkpoint_continues_into_a_new_run_dir(tampered, tmp_path):
     victim, run, path = tampered
     loose = tmp_path / "downloaded.ckpt"
@@ -378,6 +383,7 @@ def test_a_loose_checkpoint_continues_into_a_new_run_dir(tampered, tmp_path):
     assert (new / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_a_stored_output_path_outside_the_run_is_refused(tampered, tmp_path):
     _, run, path = tampered
     checkpoint = torch.load(path, weights_only=True)
