@@ -1,7 +1,7 @@
 """``data=images``: training on class folders of image files, then predict and export.
 
 Fast cases use scikit-learn's 8x8 handwritten digits written out as PNG files; the slow ones
-write real MNIST and Fashion-MNIST (``$MLPLAB_TEST_DATA``) as PNG folders and compares
+write real MNIST and Fashion-MNIST (``$MLPLAB_TEST_DATA``) as PNG folders and compare
 them with the same images read from their IDX files.
 """
 
