@@ -12,7 +12,6 @@ import os
 import pickle
 import random
 import signal
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import CheckpointError, JobRequeued, RunInterrupted
 from mlplab.resume import newest_checkpoint, resume_command
-from mlplab.rundir import fsync_dir
+from mlplab.rundir import atomic_file
 from mlplab.slurm import RequeueOnSignal, requeued_by_slurm
 
 CONFIG_KEY = "mlplab_config"
@@ -291,23 +290,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Serialized in memory first (as Lightning does): torch's zip writer turns a failed
         # write into an opaque RuntimeError, a plain file write gives the OS error (ENOSPC).
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)  # the rename itself survives a power cut
+        with atomic_file(path, "wb") as file:  # temporary name, fsync, rename, fsync the dir
+            file.write(buffer.getbuffer())
 
 
 def tested_checkpoint(trainer: L.Trainer) -> str | None:
