@@ -12,14 +12,15 @@ export MLPLAB_TEST_DATA ?= $(wildcard ../shared/data)
 help:  ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml lib/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch would pull several GB of CUDA wheels
 	$(PY) -m pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# the mlplab library from lib/ (until it is published), then this project on it
+	$(PY) -m pip install --quiet -c constraints.txt -e ./lib -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install mlplab with its dev tools (pinned versions)
+install: $(STAMP)  ## create .venv: the mlplab library, this project and its dev tools (pinned)
 
 train: $(STAMP)  ## train on the bundled offline digits (ARGS="key=value ..." for overrides)
 	$(PY) train.py $(ARGS)
@@ -33,21 +34,24 @@ demos: $(STAMP)  ## the training doctor's five failure demos as one sweep (see s
 
 # Tests in parallel processes, one per core (pytest-xdist), a test file's tests together (its
 # module fixtures are built once): most of a test's time is a CLI process starting on one core.
-# TEST_JOBS=0 runs them in this process, one after the other.
+# The library's tests (lib/tests: its machinery, run on this project) and the project's own
+# (tests/) each run as their own suite. TEST_JOBS=0 runs them in this process, one by one.
 TEST_JOBS ?= auto
 PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
+SUITES := lib/tests tests
 
-test: $(STAMP)  ## fast tests (no slow end-to-end runs)
-	$(PYTEST) -m "not slow" $(ARGS)
+test: $(STAMP)  ## fast tests of the library and the project (no slow end-to-end runs)
+	@set -e; for suite in $(SUITES); do $(PYTEST) -m "not slow" $$suite $(ARGS); done
 
 test-all: $(STAMP)  ## all tests, including slow ones (full MNIST, sweeps, DDP, kill-and-resume)
-	$(PYTEST) $(ARGS)
+	@set -e; for suite in $(SUITES); do $(PYTEST) $$suite $(ARGS); done
 
 MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
-bench: $(STAMP)  ## mlplab vs a plain PyTorch loop vs classic Lightning; serving (MNIST_DIR=...)
+bench: $(STAMP)  ## mlplab vs a plain loop and Lightning; serving; memory at scale (MNIST_DIR=...)
 	$(PY) benchmarks/bench.py --data-dir $(MNIST_DIR) --full-run $(ARGS)
 	$(PY) benchmarks/serving.py --data-dir $(MNIST_DIR)
 	$(PY) benchmarks/table_bench.py
+	$(PY) benchmarks/memory_bench.py
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check .

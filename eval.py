@@ -1,9 +1,8 @@
 """Test a saved checkpoint: ``python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt``."""
 
 import hydra
-from omegaconf import DictConfig
-
 from mlplab.cli import entry_point, run_task
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -1,9 +1,8 @@
 """Export a trained model for serving: ``python export.py ckpt_path=<run dir> format=onnx``."""
 
 import hydra
-from omegaconf import DictConfig
-
 from mlplab.cli import entry_point, run_task
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

@@ -1,9 +1,8 @@
 """Predict with a trained model: ``python predict.py ckpt_path=<run dir or .ckpt> input=<path>``."""
 
 import hydra
-from omegaconf import DictConfig
-
 from mlplab.cli import entry_point, run_task
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

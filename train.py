@@ -7,14 +7,13 @@ Examples:
 """
 
 import hydra
-from omegaconf import DictConfig
-
 from mlplab.cli import entry_point, run_task  # light: torch and Lightning load only when valid
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_task(cfg, "mlplab.train:train")
+    metrics = run_task(cfg, "mnist_mlp.train:train")
     return metrics.get(cfg.optimized_metric)  # what a sweeper (e.g. Optuna) optimizes
 
 

@@ -110,7 +110,7 @@ def lesson_config(args: argparse.Namespace, output_dir: Path, *overrides: str):
 
 def lesson_net():
     """The lesson's network, as every setup builds it: 784-256-128-10, ReLU, He, dropout 0.3."""
-    from mlplab.model import MLP
+    from mnist_mlp.model import MLP
 
     return MLP((1, 28, 28), 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he")
 
@@ -119,7 +119,6 @@ def run_plain(args: argparse.Namespace, datamodule) -> tuple[list[float], float]
     """(a) A plain PyTorch loop: the same model, data order and updates as mlplab."""
     import torch
     import torch.nn.functional as F
-
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
@@ -154,7 +153,7 @@ def run_plain(args: argparse.Namespace, datamodule) -> tuple[list[float], float]
 
 def run_mlplab(args: argparse.Namespace, output_dir: Path) -> tuple[list[float], float]:
     """(b) mlplab's own train(cfg), exactly what train.py runs."""
-    from mlplab.train import train
+    from mnist_mlp.train import train
 
     cfg = lesson_config(
         args,
@@ -171,7 +170,6 @@ def run_bare(args: argparse.Namespace, datamodule, output_dir: Path) -> tuple[li
     import lightning as L
     import torch
     import torch.nn.functional as F
-
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 
     class BareModule(L.LightningModule):
@@ -286,7 +284,7 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     import torch
 
-    from mlplab.data import IdxDataModule
+    from mnist_mlp.data import IdxDataModule
 
     datamodule = IdxDataModule(
         name="mnist", data_dir=args.data_dir, download=False, train_size=50000, val_size=10000

@@ -54,16 +54,16 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> None:
+    import mlplab
     import numpy as np
     import onnxruntime
     import torch
     from hydra import compose, initialize_config_dir
-
-    import mlplab
     from mlplab.data.idx import read_idx
     from mlplab.export import export_model, serving_model
-    from mlplab.train import train
     from mlplab.trained import load_trained
+
+    from mnist_mlp.train import train
 
     run_dir = tmp / "run"
     overrides = [

@@ -55,7 +55,6 @@ def make_table(rows: int, path: Path) -> None:
 
 def config(table: str, epochs: int, output_dir: Path):
     from hydra import compose, initialize_config_dir
-
     from mlplab.resume import register_resolvers
 
     register_resolvers()
@@ -81,14 +80,14 @@ def run_setup(name: str, table: str, epochs: int) -> dict:
     import torch
     import torch.nn.functional as F
     from hydra.utils import instantiate
-
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
-    from mlplab.model import MLP
+
+    from mnist_mlp.model import MLP
 
     tmp = Path(table).parent / name  # inside the parent's temporary dir
     cfg = config(table, epochs, tmp / "run")
     if name == "mlplab":
-        from mlplab.train import train
+        from mnist_mlp.train import train
 
         train(cfg)
         return {"epochs": bench._CLOCKS.pop().epoch_times()}

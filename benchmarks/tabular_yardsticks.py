@@ -26,11 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def yardsticks(experiment: str) -> dict[str, float]:
+    from mlplab.resume import register_resolvers
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import accuracy_score, r2_score
-
-    from mlplab.resume import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -66,6 +65,7 @@ def yardsticks(experiment: str) -> dict[str, float]:
 def cross_validated(data: str, folds: int) -> dict[str, tuple[list[float], list[float]]]:
     """Per model: the K validation scores (``cross_val_score``) and the K test scores."""
     import numpy as np
+    from mlplab.resume import register_resolvers
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.impute import SimpleImputer
@@ -73,8 +73,6 @@ def cross_validated(data: str, folds: int) -> dict[str, tuple[list[float], list[
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    from mlplab.resume import register_resolvers
 
     register_resolvers()
     modules = []

@@ -1,61 +1,19 @@
-"""IDX reader on the real files, bundled digits, splits, baseline and the tensor loader."""
+"""The MNIST data modules: official and bundled splits, the baseline, augmentation."""
 
 from __future__ import annotations
 
-import gzip
 import time
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import bare_trainer, build, compose_config, real_data_dir
+from mlplab.data import read_idx
+from mlplab.errors import ConfigError
+from mlplab.testing import bare_trainer, build, compose_config, real_data_dir
 
-from mlplab.data import BundledMnistDataModule, IdxDataModule, RandomShift
-from mlplab.data.idx import read_idx
-from mlplab.data.loader import PermutationSampler, TensorBatchLoader
-from mlplab.errors import ConfigError, DataError
-
-
-def test_idx_reader_on_real_mnist():
-    data_dir = real_data_dir("mnist")
-    images = read_idx(data_dir / "train-images-idx3-ubyte.gz")
-    labels = read_idx(data_dir / "train-labels-idx1-ubyte.gz")
-    test_labels = read_idx(data_dir / "t10k-labels-idx1-ubyte.gz")
-    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
-    assert labels.shape == (60000,) and set(np.unique(labels)) == set(range(10))
-    # Published facts about MNIST: the first training digit is a 5, the first test digit a 7.
-    assert labels[0] == 5 and test_labels[0] == 7
-    assert images.max() == 255 and images.min() == 0
-
-
-def test_idx_reader_accepts_uncompressed_files(tmp_path):
-    data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    raw = (
-        bytes([0, 0, 0x08, 3])
-        + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
-        + data.tobytes()
-    )
-    (tmp_path / "x-idx3-ubyte").write_bytes(raw)
-    (tmp_path / "x-idx3-ubyte.gz").write_bytes(gzip.compress(raw))
-    np.testing.assert_array_equal(read_idx(tmp_path / "x-idx3-ubyte"), data)
-    np.testing.assert_array_equal(read_idx(tmp_path / "x-idx3-ubyte.gz"), data)
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (gzip.compress(b"\x00\x00\x07\x01" + (3).to_bytes(4, "big") + b"abc"), "bad magic number"),
-        (gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc"), "truncated"),
-        (b"not gzip at all", "cannot read"),
-    ],
-    ids=["bad-magic", "truncated", "not-gzip"],  # gzip bytes hold a time stamp: no stable id
-)
-def test_idx_reader_refuses_corrupt_files(tmp_path, content, message):
-    path = tmp_path / "bad-idx1-ubyte.gz"
-    path.write_bytes(content)
-    with pytest.raises(DataError, match=message):
-        read_idx(path)
+from mnist_mlp.augment import RandomShift
+from mnist_mlp.data import BundledMnistDataModule, IdxDataModule
 
 
 def test_mnist_datamodule_splits_the_official_training_set_and_keeps_the_official_test_set():
@@ -113,58 +71,6 @@ def test_split_sizes_that_do_not_fit_are_refused(tmp_path):
         dm.setup()
 
 
-def test_sampler_permutes_reproducibly_and_changes_with_the_epoch():
-    sampler = PermutationSampler(10, shuffle=True, seed=3)
-    first = list(sampler)
-    assert sorted(first) == list(range(10))
-    assert list(PermutationSampler(10, shuffle=True, seed=3)) == first
-    sampler.set_epoch(1)
-    assert list(sampler) != first and sorted(sampler) == list(range(10))
-
-
-def test_sampler_shards_each_epoch_between_ranks_like_distributed_sampler():
-    shards = [
-        list(PermutationSampler(11, shuffle=True, seed=5, rank=r, world_size=3)) for r in range(3)
-    ]
-    assert [len(s) for s in shards] == [4, 4, 4]  # padded to equal length
-    assert set().union(*shards) == set(range(11))
-
-
-def test_evaluation_shards_hold_each_example_exactly_once():
-    # No padding for val/test: a padded copy would be counted twice in the metrics.
-    shards = [list(PermutationSampler(11, shuffle=False, rank=r, world_size=3)) for r in range(3)]
-    assert [len(s) for s in shards] == [4, 4, 3]
-    assert sorted(i for shard in shards for i in shard) == list(range(11))
-    sampler = PermutationSampler(11, shuffle=False, rank=2, world_size=3)
-    assert len(sampler) == len(list(sampler)) == 3
-
-
-def test_loader_yields_every_example_once_per_epoch_in_batches():
-    x = torch.arange(10, dtype=torch.float32).unsqueeze(1)
-    y = torch.arange(10)
-    for shuffle in (False, True):
-        loader = TensorBatchLoader(
-            x, y, batch_size=4, sampler=PermutationSampler(10, shuffle, seed=0)
-        )
-        batches = list(loader)
-        assert len(loader) == len(batches) == 3
-        assert [len(b[1]) for b in batches] == [4, 4, 2]
-        seen = torch.cat([b[1] for b in batches])
-        assert sorted(seen.tolist()) == list(range(10))
-        assert all(torch.equal(bx.squeeze(1).long(), by) for bx, by in batches)
-
-
-def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Reference shift with zero fill, written the slow obvious way."""
-    out = torch.zeros_like(image)
-    h, w = image.shape
-    for r in range(h):
-        for c in range(w):
-            if 0 <= r - dy < h and 0 <= c - dx < w:
-                out[r, c] = image[r - dy, c - dx]
-    return out
-
-
 def test_random_shift_moves_each_image_by_its_own_offset_within_max_shift():
     torch.manual_seed(0)
     images = torch.rand(64, 6, 7)
@@ -207,7 +113,7 @@ def test_augmentation_shifts_training_batches_only(tmp_path):
     trainer.fit(model, datamodule=datamodule)
     # The first training batch holds, in the sampler's order, shifted copies of the originals.
     x_train = datamodule.splits["train"][0]
-    first = PermutationSampler(len(x_train), True, cfg.seed).indices()[:32]
+    first = datamodule.train_dataloader().sampler.indices()[:32]  # this epoch's order
     moved = 0
     for original, seen in zip(x_train[first], recorder.train[0], strict=True):
         original, seen = original[0], seen[0]  # (1, 28, 28) -> the one channel
@@ -233,3 +139,14 @@ def test_shuffled_label_fraction_permutes_that_share_of_the_training_labels(tmp_
     assert torch.equal(clean["val"], half["val"]) and torch.equal(clean["test"], half["test"])
     with pytest.raises(ConfigError, match=r"shuffled_label_fraction=1\.5 must be in"):
         BundledMnistDataModule(cache_dir=tmp_path, shuffled_label_fraction=1.5)
+
+
+def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Reference shift with zero fill, written the slow obvious way."""
+    out = torch.zeros_like(image)
+    h, w = image.shape
+    for r in range(h):
+        for c in range(w):
+            if 0 <= r - dy < h and 0 <= c - dx < w:
+                out[r, c] = image[r - dy, c - dx]
+    return out

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from mlplab.testing import PROJECT
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 # The test suite runs this test; the bench's own test runs it shortened (tests/test_bench.py).
 NOT_RUN = ("make test", "make test-all", "make bench")
 TRAINING_MAKE_TARGETS = ("train", "sweep", "demos")  # they pass ARGS to train.py
@@ -101,7 +101,7 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
 
 def page_name(path: Path) -> str:
     """``README.md`` or ``docs/<page>.md``: how a command names its page."""
-    return path.name if path.parent == REPO else f"docs/{path.name}"
+    return path.name if path.parent == PROJECT else f"docs/{path.name}"
 
 
 def page_commands(path: Path, text: str | None = None) -> list[Command]:
@@ -192,7 +192,7 @@ class Page:
         self.folder, self.dirs = folder, {}
         folder.mkdir(parents=True, exist_ok=True)
         skip = {".git", "outputs", "multirun", "data", "wandb", "lightning_logs"}
-        for entry in REPO.iterdir():
+        for entry in PROJECT.iterdir():
             if entry.name not in skip and not (folder / entry.name).exists():
                 (folder / entry.name).symlink_to(entry)
         if TEST_DATA and not (folder / "data").exists():
@@ -297,7 +297,7 @@ python train.py model=no_such_model
 
 def test_a_quoted_output_that_differs_from_what_the_command_prints_fails(tmp_path):
     page = Page(tmp_path / "page")
-    transcript, command = page_commands(REPO / "README.md", BROKEN_PAGE)
+    transcript, command = page_commands(PROJECT / "README.md", BROKEN_PAGE)
     with pytest.raises(AssertionError, match=r"the docs quote 'error: regularization\.dropout"):
         check(transcript, page.run(transcript))
     with pytest.raises(AssertionError, match="exit 2"):

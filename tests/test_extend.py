@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import torch
-from conftest import REPO
+from mlplab.testing import PROJECT
 
-EXAMPLE = REPO / "examples" / "my_project"  # the example a user copies: code + configs
+EXAMPLE = PROJECT / "examples" / "my_project"  # the example a user copies: code + configs
 
 
 def user_run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -34,7 +34,7 @@ def user_run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             f"hydra.run.dir={tmp_path / 'run'}",
             *overrides,
         ],
-        cwd=REPO,
+        cwd=PROJECT,
         capture_output=True,
         text=True,
         timeout=1200,
@@ -44,7 +44,7 @@ def user_run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
 
 def test_a_model_and_a_metric_from_outside_the_package_train_through_the_cli(tmp_path):
     run_dir = tmp_path / "run"
-    before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True)
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT, capture_output=True)
     result = user_run(tmp_path, "model=linear", "metrics=confident")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -57,7 +57,7 @@ def test_a_model_and_a_metric_from_outside_the_package_train_through_the_cli(tmp
     assert "`LinearNet` bias True" in (run_dir / "report.md").read_text()
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert state["hyper_parameters"]["net"]["_target_"] == "my_project.LinearNet"
-    after = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True)
+    after = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT, capture_output=True)
     assert after.stdout == before.stdout  # no file of mlplab was touched
 
 

@@ -2,15 +2,17 @@ import functools
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
-from conftest import bare_trainer
+from mlplab.data import TensorDataModule
+from mlplab.errors import ConfigError
+from mlplab.testing import bare_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlplab.errors import ConfigError
-from mlplab.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
-from mlplab.model import MLP
-from mlplab.module import Classifier
+from mnist_mlp.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
+from mnist_mlp.model import MLP
+from mnist_mlp.module import Classifier
 
 
 def test_mlp_shapes_follow_constructor_arguments():
@@ -66,40 +68,46 @@ def test_probability_losses_are_zero_for_perfect_and_positive_for_wrong_predicti
         assert loss(wrong, y).item() == pytest.approx(2 / 3, rel=1e-4)
 
 
-def test_classifier_tracks_lightnings_current_hook_like_any_module(tmp_path):
-    # Classifier stores `_current_fx_name` without nn.Module.__setattr__ (mlplab.speedups):
-    # hooks must still see their own name, and self.log must still find the running hook.
-    class LogsEveryStep(Classifier):
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("step_loss", loss, on_step=True, on_epoch=False)
-            return loss
+class _Tiny(TensorDataModule):
+    """240 random training images of 3 classes (and 60 to validate), served as mlplab serves
+    every data set: resumable mid-epoch."""
 
-    class SeenHooks(L.Callback):
-        def __init__(self) -> None:
-            self.names: list = []
+    def load_arrays(self):
+        rng = np.random.default_rng(1)
+        images = rng.integers(0, 256, (330, 1, 2, 3)).astype(np.uint8)
+        labels = np.arange(330) % 3
+        return (images[:300], labels[:300]), (images[300:], labels[300:])
 
+
+def test_a_mid_epoch_checkpoint_holds_metric_states_not_outputs_and_resumes_exactly(tmp_path):
+    # 30 batches of 8: a checkpoint after batch 13 (not a multiple of UPDATE_EVERY) holds the
+    # metrics' running states, a few numbers whatever the epoch's size, and a run resumed
+    # from it logs the same epoch as a run that was never stopped.
+    class SaveAt(L.Callback):  # between batches, as mlplab's own stop on a signal does
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.names.append(pl_module._current_fx_name)
+            if batch_idx == 13:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
-        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-            self.names.append(pl_module._current_fx_name)
+    def fit(callbacks, ckpt_path=None):
+        torch.manual_seed(0)
+        module = Classifier(
+            {"_target_": "mnist_mlp.model.MLP", "hidden_sizes": [5]},
+            {"_target_": "mnist_mlp.losses.CrossEntropy"},
+            {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+            metrics={"acc": {"_target_": "torchmetrics.classification.MulticlassAccuracy"}},
+            input_shape=(1, 2, 3),
+            num_outputs=3,
+        )
+        trainer = bare_trainer(tmp_path, callbacks)
+        trainer.fit(module, _Tiny(batch_size=8, val_size=60), ckpt_path=ckpt_path)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    torch.manual_seed(0)
-    module = LogsEveryStep(
-        MLP((4,), 3, hidden_sizes=[5]),
-        CrossEntropy(),
-        functools.partial(torch.optim.SGD, lr=0.1),
-    )
-    seen = SeenHooks()
-    data = TensorDataset(torch.randn(8, 4), torch.arange(8) % 3)
-    trainer = bare_trainer(tmp_path, [seen], limit_train_batches=2)
-    trainer.fit(module, DataLoader(data, batch_size=4))
-    assert seen.names == ["on_train_batch_start", "on_before_optimizer_step"] * 2
-    assert "step_loss" in trainer.callback_metrics
-    assert module._current_fx_name is None  # restored after the run
-    module.extra = torch.nn.Linear(2, 2)  # any other attribute still goes through nn.Module
-    assert "extra.weight" in dict(module.named_parameters())
+    whole = fit([SaveAt()])
+    state = torch.load(tmp_path / "mid.ckpt", weights_only=True)["state_dict"]
+    metric_states = {k: v for k, v in state.items() if not k.startswith("net.")}
+    assert sum(v.numel() for v in metric_states.values()) < 100  # counts, not outputs
+    assert state["mean_loss.fit.weight"] == 13 * 8  # every step so far, measured
+    assert fit([], ckpt_path=tmp_path / "mid.ckpt") == whole
 
 
 def test_epoch_loss_is_the_mean_over_examples_with_an_uneven_last_batch(tmp_path):
@@ -127,31 +135,3 @@ def test_epoch_loss_is_the_mean_over_examples_with_an_uneven_last_batch(tmp_path
     expected_acc = float((logits.argmax(1) == y).float().mean())
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected_loss, rel=1e-6)
     assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(expected_acc)
-
-
-def test_callbacks_keep_their_own_batch_hooks_and_lose_only_the_no_ops():
-    from lightning.pytorch.demos.boring_classes import BoringModel
-
-    from mlplab.speedups import skip_unused_batch_hooks
-
-    class CountSteps(L.Callback):
-        def __init__(self) -> None:
-            self.steps = 0
-
-        def on_train_batch_end(self, *args) -> None:
-            self.steps += 1
-
-    counter = CountSteps()
-    skip_unused_batch_hooks([counter])
-    assert counter.on_before_backward is None and counter.on_train_batch_start is None
-    assert callable(counter.on_train_batch_end) and callable(counter.on_train_epoch_end)
-    trainer = L.Trainer(
-        max_steps=5,
-        callbacks=[counter],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(BoringModel())
-    assert counter.steps == 5

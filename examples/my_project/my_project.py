@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import torch
 from lightning import Callback
-from torch import nn
-from torchmetrics import Metric
-
 from mlplab.data import TensorDataModule
 from mlplab.record import RunRecord
+from torch import nn
+from torchmetrics import Metric
 
 
 class LinearNet(nn.Module):

@@ -1,0 +1,416 @@
+"""Run a task for a command-line entry point: config checked first, user errors as one line."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import logging
+import os
+import re
+import signal
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.config import ENTRY_CONF_DIR, check_required, conf_dir, validate_config
+from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
+from mlplab.resume import register_resolvers
+from mlplab.speedups import exit_without_teardown
+from mlplab.sweep import (
+    FAILED_JOBS,
+    STOPPED_BY,
+    ddp_rank_argv,
+    in_multirun,
+    in_parallel_job,
+    in_submitit_job,
+    record_failure,
+    summarize_sweep,
+    sweep_stopped,
+)
+from mlplab.trainer_args import closest, known_arguments
+
+register_resolvers()  # before Hydra composes conf/train.yaml, which uses them
+
+
+TASK_STARTED = False  # set once Hydra has composed the config and the task runs
+
+
+def entry_point(main: Callable[[], object], config_name: str) -> None:
+    """Run a script's ``@hydra.main`` function as a command: Hydra's own errors (an unknown
+    key or group option, an override that does not parse) as one ``error:`` line and exit 2;
+    a DDP rank > 0 of a multirun job runs that job only; a successful run skips the
+    interpreter's teardown (:func:`mlplab.speedups.exit_without_teardown`).
+
+    ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full tracebacks.
+    """
+    sys.argv = ddp_rank_argv(sys.argv)
+    script = getattr(main, "__wrapped__", main).__code__.co_filename
+    ENTRY_CONF_DIR[:] = [Path(script).resolve().parent / "conf"]  # config errors read it
+    if config_name != "train":  # train.py stops at a batch boundary: mlplab.checkpoints
+        _stop_on_signals(f"{config_name}.py")
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own test of it
+        exit_without_teardown(lambda: _sweep_status(main))
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: reworded here
+    try:
+        exit_without_teardown(lambda: _sweep_status(main))
+    except Exception as exc:
+        exc = _disk_full(exc) or exc  # Hydra writing its own files (.hydra/, the log)
+        if isinstance(exc, MlplabError):  # raised before the task ran (a Hydra callback)
+            print(f"error: {shortened(str(exc))}", file=sys.stderr)
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        message = hydra_error_line(exc, config_name, sys.argv[1:])
+        if message is None and not TASK_STARTED:  # Hydra failed before the run began
+            first = (str(exc).strip().splitlines() or [""])[0]
+            # The config composed, but submitit could not start a job (sbatch refused it)
+            frames = traceback.extract_tb(exc.__traceback__)
+            submitting = any(f"{os.sep}submitit{os.sep}" in frame.filename for frame in frames)
+            stage = (
+                "submitit could not start the jobs" if submitting else "cannot compose the config"
+            )
+            message = f"{stage}: {type(exc).__name__}: {first}"
+        if message is None:
+            raise
+        print(f"error: {shortened(message)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _stop_on_signals(command: str) -> None:
+    """Ctrl-C and SIGTERM as :class:`RunInterrupted` (exit 130, 143), raised where the
+    command is: the file being written is dropped on the way out (mlplab.rundir), and
+    the signal is said in one line instead of a traceback or a silent death."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)  # a second signal: already stopping
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        raise RunInterrupted(
+            f"{command} stopped by {name}: its unfinished files were not written", 128 + signum
+        )
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def _sweep_status(main: Callable[[], object]) -> None:
+    """Run ``main``; a multirun in which any job did not succeed exits with status 1 (after
+    its summary: :class:`mlplab.sweep.SweepSummary`)."""
+    main()
+    if STOPPED_BY:  # a parallel sweep stopped by a signal: 130 (Ctrl-C) or 143 (SIGTERM)
+        raise SystemExit(128 + STOPPED_BY[0])
+    if FAILED_JOBS:
+        raise SystemExit(1)
+
+
+def shortened(message: str, limit: int = 300) -> str:
+    """``message`` on one line, each overlong word (a 100,000-character value) cut short."""
+    words = " ".join(message.split()).split(" ")
+    return " ".join(
+        w if len(w) <= limit else f"{w[:limit]}... ({len(w):,} characters)" for w in words
+    )
+
+
+def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> str | None:
+    """One actionable line for a Hydra composition error, or None for any other error."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    syntax = _yaml_syntax_error(exc)
+    if syntax is not None:
+        return syntax
+    if isinstance(exc, OSError) and exc.filename:  # the run dir cannot be made (Hydra's)
+        return (
+            f"cannot create {shortened(str(exc.filename), 120)}: {exc.strerror}; choose a "
+            "writable, shorter run dir with hydra.run.dir=... (hydra.sweep.dir=... with -m)"
+        )
+    text = str(exc).strip()
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        if group and exc.options:
+            near = closest(option, list(exc.options))
+            hint = f" (did you mean {group}={near}?)" if near else ""
+            return (
+                f"{group}={option} is not an option of {group}{hint}: choose one of "
+                + ", ".join(exc.options)
+            )
+        return text.splitlines()[0]
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse the overrides: {text.splitlines()[0]} (see python train.py --help)"
+    if not isinstance(exc, ConfigCompositionException):
+        return None
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown and "not in struct" in str(exc.__cause__ or ""):
+        return _unknown_key_line(unknown.group(1), config_name, overrides)
+    existing = re.search(r"An item is already at '([^']+)'", text)
+    if existing:
+        key = existing.group(1)
+        return f"{key} is already a config key: set it without the + ({key}=...)"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _yaml_syntax_error(exc: BaseException) -> str | None:
+    """A YAML file that does not parse (a config of conf/), named with its line and column."""
+    import yaml
+
+    for seen in _chain(exc):
+        mark = getattr(seen, "problem_mark", None)
+        if isinstance(seen, yaml.MarkedYAMLError) and mark is not None:
+            where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+            return f"{where}: YAML syntax error: {seen.problem}; fix that line"
+    return None
+
+
+def _unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
+    parent, _, name = key.rpartition(".")
+    if parent == "trainer":
+        near = closest(name, known_arguments())
+        hint = f"; did you mean {near}?" if near else ""
+        return f"{key} is not a Trainer argument{hint}"
+    siblings = _keys_at(parent, config_name, [o for o in overrides if key not in o])
+    near = closest(name, siblings)
+    hint = f"; did you mean {parent + '.' if parent else ''}{near}?" if near else ""
+    return f"{key} is not a config key{hint} (to add a new key: +{key}=...)"
+
+
+def _keys_at(parent: str, config_name: str, overrides: list[str]) -> list[str]:
+    """The keys of the composed config at ``parent`` (the error path only: composes again)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    overrides = [o for o in overrides if "=" in o and not o.startswith("-")]  # no Hydra flags
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # another problem in the overrides: no suggestion then
+        return []
+    return [str(k) for k in node] if OmegaConf.is_dict(node) else []
+
+
+def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any]:
+    """Run ``task`` (``"module:function"``) on ``cfg`` and return its metrics.
+
+    The config is validated before the task's module is imported, so a typo is reported in
+    well under a second instead of after torch and Lightning have loaded. A
+    :class:`MlplabError` is printed as ``error: ...`` on stderr and exits with status 2
+    (130 after Ctrl-C, 143 after SIGTERM, with a checkpoint to resume from).
+    """
+    global TASK_STARTED
+    TASK_STARTED = True
+    if sweep_stopped():  # a parallel sweep stopped by Ctrl-C or SIGTERM: this job never starts
+        record_failure(cfg.output_dir, RunInterrupted("the sweep was stopped", 130), "not run")
+        return {"status": "not run", cfg.get("optimized_metric"): cfg.sweep.failed_value}
+    try:
+        if validate:
+            validate_config(cfg)
+        else:
+            check_required(cfg)
+            refuse_unread_keys()
+        module_name, function_name = task.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
+        return function(cfg)
+    except Exception as exc:
+        exc = (
+            _disk_full(exc)
+            or _out_of_memory(exc)
+            or _lightning_config_error(exc)
+            or _constructor_error(exc, cfg)
+            or _mlplab_cause(exc)
+        )
+        # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
+        # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
+        # SIGTERM is no job failure: it stops the sweep, with the command that resumes the job.
+        # A SLURM job (submitit) is its own process: its SIGTERM (scancel) stops that job only.
+        # A requeued one continues when it restarts: no result for the sweep yet.
+        # A joblib worker's job returns, so that joblib waits for the other jobs to save
+        # their checkpoints too; the sweep's own process then ends it (mlplab.sweep._StopJobs).
+        ends_process = isinstance(exc, RunInterrupted) and (
+            isinstance(exc, JobRequeued) or not (in_submitit_job() or in_parallel_job())
+        )
+        if in_multirun() and not ends_process and not cfg.get("sweep", {}).get("fail_fast", False):
+            status = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
+            record_failure(cfg.output_dir, exc, status)
+            goes_on = "" if in_parallel_job() and status == "interrupted" else ", sweep continues"
+            print(
+                f"error: job {status}{goes_on}: {type(exc).__name__}: {shortened(str(exc))}",
+                file=sys.stderr,
+            )
+            return {"status": status, cfg.get("optimized_metric"): cfg.sweep.failed_value}
+        if ends_process and in_multirun() and not isinstance(exc, JobRequeued):
+            # The sweep stops here: its summary says so (this job interrupted, the rest not
+            # run), and the last line says how to resume this job.
+            record_failure(cfg.output_dir, exc, "interrupted")
+            print(f"sweep summary: {summarize_sweep()}", file=sys.stderr)
+        if isinstance(exc, MlplabError):
+            print(f"error: {shortened(str(exc))}", file=sys.stderr)
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        raise
+
+
+def refuse_unread_keys() -> None:
+    """Refuse a key added on the command line (``+model.hidden_sizes=[64]``) that the
+    command never reads: eval, predict and export use the checkpoint's model as trained,
+    and a silently ignored override would say otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    entry = OmegaConf.load(conf_dir() / f"{hydra_cfg.job.config_name}.yaml")
+    defaults = OmegaConf.to_container(entry).get("defaults", [])
+    groups = {str(k).split("@")[0] for d in defaults if isinstance(d, dict) for k in d}
+    read = {str(k) for k in entry if k not in ("defaults", "hydra")} | groups
+    read |= {"trusted_packages"}  # trusted: default puts it at the top
+    for override in hydra_cfg.overrides.task:
+        if not override.startswith("+"):
+            continue
+        key = override.lstrip("+").split("=", 1)[0]
+        if key.split(".")[0] not in read:
+            command = hydra_cfg.job.name
+            raise ConfigError(
+                f"{override}: {command}.py reads no {key}: it uses the checkpoint's model and "
+                f"config as trained (its own keys: {', '.join(sorted(read))})"
+            )
+
+
+def _no_lightning_info(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("lightning") and record.levelno < logging.WARNING)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what lies behind it (Lightning and Hydra wrap what a run raised)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _disk_full(exc: BaseException) -> DiskFullError | None:
+    """A one-line error for a full disk anywhere behind ``exc``."""
+    for seen in _chain(exc):
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            where = seen.filename or "the run's files"
+            return DiskFullError(
+                f"no space left on the device writing {where}: free some space, or point the "
+                "run dir at another disk (hydra.run.dir=...)"
+            )
+    return None
+
+
+def _lightning_config_error(exc: BaseException) -> ConfigError | None:
+    """Lightning's ``MisconfigurationException`` (an impossible Trainer setting, e.g. a
+    ``limit_val_batches`` fraction of less than one batch) as a one-line config error."""
+    for seen in _chain(exc):
+        if type(seen).__name__ == "MisconfigurationException":
+            lines = [line.strip() for line in str(seen).strip().splitlines() if line.strip()]
+            return ConfigError(" ".join(lines) or "Lightning refused the trainer settings")
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> ConfigError | None:
+    """A one-line error for a model or batch too large for memory."""
+    for seen in _chain(exc):
+        text = str(seen)
+        if (
+            isinstance(seen, MemoryError)
+            or "can't allocate memory" in text
+            or ("out of memory" in text.lower() and isinstance(seen, RuntimeError))
+        ):
+            return ConfigError(
+                "out of memory building or training the model: use smaller "
+                "model.hidden_sizes or data.batch_size (or a machine with more memory)"
+            )
+    return None
+
+
+def _constructor_error(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
+    """What a constructor raised while Hydra built a part from the config (a network, a
+    loss, a callback), as one line naming the config key and the constructor's message."""
+    chain = list(_chain(exc))
+    if any(isinstance(seen, MlplabError) for seen in chain):
+        return None  # mlplab's own line says more
+    built = [seen for seen in chain if type(seen).__name__ == "InstantiationException"]
+    if not built:
+        return None
+    innermost = built[-1]
+    cause = innermost.__cause__ or innermost.__context__
+    found = re.search(r"target '([^']+)'", str(innermost))
+    target = found.group(1) if found else "?"
+    keys = sorted(_keys_building(OmegaConf.to_container(cfg, resolve=False), target), key=len)
+    full_key = re.search(r"full_key: (\S+)", str(built[0]))
+    key = keys[0] if keys else (full_key.group(1) if full_key else target)
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(innermost)
+    return ConfigError(f"{key} ({target}) cannot be built: {reason}")
+
+
+def _keys_building(node: Any, target: str, key: str = "") -> Iterator[str]:
+    """The config keys whose node has ``_target_: target``."""
+    if isinstance(node, dict):
+        if node.get("_target_") == target:
+            yield key
+        for name, value in node.items():
+            yield from _keys_building(value, target, f"{key}.{name}" if key else str(name))
+
+
+def _mlplab_cause(exc: BaseException) -> BaseException:
+    """The MlplabError behind ``exc``, if any: Hydra wraps what a constructor raises (a
+    missing checkpoint, a bad model argument) in its own exception, once per nesting level."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, MlplabError):
+        cause = cause.__cause__
+    return cause if cause is not None else exc
+
+
+def quiet_third_party_output(verbose: bool = False) -> None:
+    """Keep the terminal for a person: Lightning's info lines go to the log file only.
+
+    ``lightning`` attaches its own console handler *and* propagates to the root logger that
+    Hydra configured (console + ``train.log``), so every line would print twice: its own
+    handler goes. Unless ``verbose``, the console shows Lightning's warnings and errors but
+    not its info lines (accelerator found, ``limit_*_batches`` echoes, checkpoint restored);
+    the log file keeps them all. The progress bar and the model summary are not log lines.
+    """
+    if logging.getLogger().handlers:
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.addFilter(_no_lightning_info)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in record.getMessage()
+    )
+    ignore_harmless_warnings()
+
+
+def ignore_harmless_warnings() -> None:
+    """Filter out the warnings of Lightning and torch that say nothing to act on here."""
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless, but noisy.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The module logs sums already reduced across DDP processes, so no further sync is due.
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed")
+    # mlplab's data modules resume mid-epoch exactly (the batches done are in the checkpoint;
+    # the resume tests compare every metric with an uninterrupted run): the warning is wrong.
+    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable")
+    # Lightning's SLURM detection warns on every run where `srun` is installed but the run
+    # is not a SLURM job: nothing to act on (a SLURM job is detected and used as such).
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available")
+    # overfit_batches: mlplab's tensor loader is sequential then already (TensorDataModule);
+    # Lightning only recognizes torch's SequentialSampler, so it warns that it shuffles.
+    warnings.filterwarnings("ignore", message=r".*You requested to overfit but enabled")
+    # We log per epoch only, so a short epoch below log_every_n_steps loses nothing.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")

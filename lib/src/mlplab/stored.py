@@ -1,0 +1,180 @@
+"""Reading what a checkpoint file holds, as untrusted input: its tensors without running its
+code, and the run config stored in it, checked before anything is built from it."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.config import conf_dir
+from mlplab.errors import CheckpointError
+
+# What mlplab adds to a Lightning checkpoint (written by mlplab.checkpoints).
+CONFIG_KEY = "mlplab_config"
+WANDB_ID_KEY = "mlplab_wandb_run_id"
+MLFLOW_ID_KEY = "mlplab_mlflow_run_id"
+PROJECT_KEY = "mlplab_project_packages"  # the project's own packages when it was written
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True`` (no code runs); clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Not torch's advice to retry with weights_only=False: that runs the file's code.
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: it holds Python objects other than tensors and "
+            "plain values, which mlplab never unpickles (they can run code); use a checkpoint "
+            "written by mlplab's train.py"
+        ) from exc
+    except Exception as exc:  # torch raises many types for a bad file: report them all alike
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line}") from exc
+
+
+# The packages whose objects a run builds from a config. A config read from a checkpoint may
+# name only these, the project's own (:func:`project_packages`) and the user's others
+# (``trusted_packages`` in conf/trusted/default.yaml): it is data from a file, and Hydra
+# would call whatever its ``_target_`` names.
+BUILT_IN_PACKAGES = ("mlplab", "torch", "torchmetrics", "lightning")
+# ... except these parts of them, which read or write files or load code.
+UNSAFE_TARGETS = (
+    "torch.load",
+    "torch.save",
+    "torch.hub",
+    "torch.package",
+    "torch.utils.cpp_extension",
+    "torch.ops.load_library",
+    "torch.classes.load_library",
+)
+_trusted: list[str] = []
+
+
+def trust_packages(packages: Any, config: Any = None) -> None:
+    """Add the user's own packages (the run's ``trusted_packages``), and those that the
+    command's own ``config`` builds from (the project's), to those a stored config may build
+    from. Called with the command line's config, never a checkpoint's."""
+    own = sorted({target.split(".")[0] for target in _targets(config)})
+    _trusted[:] = [str(p) for p in (packages or [])] + own
+
+
+def _targets(config: Any) -> Iterator[str]:
+    """Every ``_target_`` in ``config`` (unresolved: a target is a plain string)."""
+    if OmegaConf.is_config(config):
+        config = OmegaConf.to_container(config, resolve=False)
+    if isinstance(config, dict):
+        for name, value in config.items():
+            if name == "_target_" and isinstance(value, str):
+                yield value
+            else:
+                yield from _targets(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _targets(value)
+
+
+def project_packages() -> tuple[str, ...]:
+    """The project's own packages: those in the ``src/`` folder beside its ``conf/``. Its
+    code is the user's, so a stored config may build from it without listing it."""
+    src = conf_dir().parent / "src"
+    return tuple(sorted(init.parent.name for init in src.glob("*/__init__.py")))
+
+
+def renamed_project(config: dict[str, Any], written_by: Any) -> dict[str, Any]:
+    """``config`` with the targets in the project package it was written by (``written_by``,
+    stored in the checkpoint) read as the project's package now, if that was renamed: the
+    old one no longer imports and the project has one package."""
+    now = project_packages()
+    old = [p for p in written_by or [] if isinstance(p, str) and p.isidentifier()]
+    if len(now) != 1 or len(old) != 1 or old[0] == now[0] or importlib.util.find_spec(old[0]):
+        return config
+    return _with_targets_renamed(config, old[0], now[0])
+
+
+def _with_targets_renamed(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (
+                new + v[len(old) :]
+                if k == "_target_" and isinstance(v, str) and v.startswith(old + ".")
+                else _with_targets_renamed(v, old, new)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_targets_renamed(v, old, new) for v in value]
+    return value
+
+
+def check_targets(config: Any, source: str, key: str = "") -> None:
+    """Refuse, in one line naming the key and the target, any ``_target_`` in ``config`` (a
+    config read from ``source``) outside the trusted packages, before anything is built."""
+    if OmegaConf.is_config(config):
+        config = OmegaConf.to_container(config, resolve=False)
+    if isinstance(config, dict):
+        for name, value in config.items():
+            where = f"{key}.{name}" if key else str(name)
+            if name == "_target_":
+                _check_target(str(value), source, where)
+            else:
+                check_targets(value, source, where)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            check_targets(value, source, f"{key}[{i}]")
+
+
+def _check_target(target: str, source: str, key: str) -> None:
+    packages = (*BUILT_IN_PACKAGES, *project_packages(), *_trusted)
+    root = target.split(".")[0]
+    unsafe = any(target == t or target.startswith(t + ".") for t in UNSAFE_TARGETS)
+    if root in packages and not unsafe:
+        return
+    shown = target if len(target) <= 80 else target[:77] + "..."
+    raise CheckpointError(
+        f"{source} names {key}={shown}, outside the packages a stored config may build from "
+        f"({', '.join(packages)}; add your own with trusted_packages=[...]): refused, nothing "
+        "was built"
+    )
+
+
+def run_config(checkpoint: dict[str, Any], path: str | Path) -> DictConfig:
+    """The resolved training config stored in a checkpoint, checked: every ``_target_`` in it
+    is in a trusted package (:func:`check_targets`)."""
+    if CONFIG_KEY not in checkpoint:
+        raise CheckpointError(
+            f"{path} holds no mlplab config: it was not written by mlplab's train.py"
+        )
+    stored = checkpoint[CONFIG_KEY]
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: its stored config is not a mapping")
+    stored = renamed_project(stored, checkpoint.get(PROJECT_KEY))
+    check_targets(stored, f"the config stored in {path}")
+    return OmegaConf.create(stored)
+
+
+def load_run_config(path: str | Path) -> DictConfig:
+    return run_config(load_checkpoint(path), path)
+
+
+def check_compatible(
+    state_dict: dict[str, torch.Tensor], model: torch.nn.Module, path: str | Path
+) -> None:
+    """Raise ``CheckpointError`` listing each layer whose name or shape differs from the model."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state_dict.items()}
+    problems = [
+        f"{name}: checkpoint {found.get(name, 'missing')} vs model {expected.get(name, 'missing')}"
+        for name in sorted(expected.keys() | found.keys())
+        if expected.get(name) != found.get(name)
+    ]
+    if problems:
+        raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems))

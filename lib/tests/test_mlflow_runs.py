@@ -1,0 +1,191 @@
+"""``logger=mlflow``: real MLflow runs in a real local store, read back with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlplab.testing import PROJECT, run_python
+
+mlflow = pytest.importorskip("mlflow")
+
+SHORT = (
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+)
+
+
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+def runs(uri: str, experiment: str = "mlplab") -> list:
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """A short run logged to W&B (offline), the CSV and MLflow together."""
+    root = tmp_path_factory.mktemp("mlflow")
+    (root / "store").mkdir()
+    uri = store(root)
+    run_dir = root / "run"
+    result = run_python(
+        "train.py",
+        "logger=[default,mlflow]",
+        "+secret_notes.api_key=hunter2",
+        *SHORT,
+        f"hydra.run.dir={run_dir}",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return uri, run_dir
+
+
+def test_a_run_holds_its_config_metrics_summary_and_files(tracked):
+    uri, run_dir = tracked
+    (run,) = runs(uri)
+    client = mlflow.MlflowClient(uri)
+    params = run.data.params
+    assert params["optimizer/lr"] == "0.01" and params["model/hidden_sizes"] == "[256, 128]"
+    assert params["secret_notes/api_key"] == "***"  # redacted, as for W&B
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # per epoch
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert run.data.metrics["best/val_acc"] == pytest.approx(metrics["val/acc_best"])
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.md", "report/metrics.json", "report/curves.png"} <= files
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/best.ckpt"
+    ]
+    assert run.info.status == "FINISHED"
+    assert (run_dir / "wandb").is_dir() and (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tracked):
+    uri, run_dir = tracked
+    result = run_python(
+        "train.py",
+        f"ckpt_path={run_dir}",
+        "trainer.max_epochs=3",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runs(uri)  # still one run
+    history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "val/loss")
+    assert len(history) == 3
+    assert run.data.params["trainer/max_epochs"] == "2"  # as first logged ...
+    assert run.data.tags["resumed/trainer/max_epochs"] == "3"  # ... and what the resume set
+
+
+@pytest.mark.slow
+def test_a_sweeps_jobs_are_runs_of_one_experiment_tagged_with_the_sweep(tmp_path):
+    (tmp_path / "store").mkdir()
+    uri = store(tmp_path)
+    result = run_python(
+        "train.py",
+        "-m",
+        "logger=mlflow",
+        "seed=1,2",
+        *SHORT,
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = runs(uri)
+    assert len(found) == 2
+    assert {r.data.tags["sweep"] for r in found} == {f"sweep {tmp_path.name}/sweep"}
+
+
+@pytest.mark.slow
+def test_the_default_store_is_a_sqlite_file_where_the_command_runs(tmp_path):
+    """Run from another folder, with no MLFLOW_TRACKING_URI: the store and its artifacts
+    are there, and nowhere else."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "train.py"),
+            "logger=mlflow",
+            *SHORT,
+            "trainer.max_epochs=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (run,) = runs(uri)
+    assert any((tmp_path / "mlartifacts").rglob("report.md"))
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_runs_of_the_store(tracked):
+    """docs/tracking.md's `mlflow ui --backend-store-uri ...`, on 127.0.0.1: its page loads
+    and its API lists the run with its metrics (bounded: a minute to start, then stopped)."""
+    import socket
+    import time
+    import urllib.request
+
+    uri, _ = tracked
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert ui.poll() is None, ui.stderr.read()[-3000:]
+            try:
+                page = urllib.request.urlopen(base, timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow ui did not answer"
+                time.sleep(0.5)
+        assert "<title>MLflow</title>" in page
+        experiment = mlflow.MlflowClient(uri).get_experiment_by_name("mlplab").experiment_id
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [experiment]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        (run,) = json.loads(urllib.request.urlopen(request, timeout=30).read())["runs"]
+        assert {"test/acc", "best/val_acc", "val/loss"} <= {
+            m["key"] for m in run["data"]["metrics"]
+        }
+    finally:
+        ui.terminate()
+        ui.wait(timeout=60)
