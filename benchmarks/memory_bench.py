@@ -6,7 +6,8 @@ batch 1024, in its own process per size. Measured in that process:
 
   data tensors     the train/val/test tensors the data module holds
   fit growth       peak RSS during fit and test minus the RSS when fitting starts (the data
-                   loaded): what the module, metrics, optimizer and callbacks add
+                   loaded), sampled every 50 steps after glibc's malloc_trim: what the
+                   module, metrics, optimizer and callbacks hold
   mid-epoch ckpt   the size of a checkpoint saved half-way through the epoch
 
 Both should stay flat as the rows grow: nothing per example is kept across an epoch, and
@@ -18,6 +19,7 @@ nothing of an epoch's outputs goes into a checkpoint.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import subprocess
 import sys
@@ -50,7 +52,10 @@ def make_table(rows: int, path: Path) -> None:
 
 
 def rss_mb() -> float:
-    """This process's resident memory now, from /proc (MB)."""
+    """This process's resident memory now, from /proc (MB), after glibc returned the memory
+    it holds free (``malloc_trim``): what is live, not what the allocator keeps for reuse,
+    which varied by hundreds of MB between two runs of the same size."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -64,12 +69,15 @@ class MemoryProbe(L.Callback):
     def __init__(self, checkpoint: str) -> None:
         self.checkpoint = checkpoint
         self.start = self.peak = 0.0
+        self.peaks: dict[str, float] = {}  # by where it was sampled
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.start = self.peak = rss_mb()
 
-    def _sample(self) -> None:
-        self.peak = max(self.peak, rss_mb())
+    def _sample(self, where: str = "train") -> None:
+        now = rss_mb()
+        self.peaks[where] = max(self.peaks.get(where, 0.0), now - self.start)
+        self.peak = max(self.peak, now)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx % 50 == 0:
@@ -78,13 +86,13 @@ class MemoryProbe(L.Callback):
             trainer.save_checkpoint(self.checkpoint)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        self._sample()
+        self._sample("val")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._sample()
+        self._sample("train end")
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._sample()
+        self._sample("test")
 
 
 PROBES: list[MemoryProbe] = []
@@ -137,6 +145,7 @@ def measure(table: str, flow: str) -> dict:
         "fit_growth_mb": probe.peak - probe.start,
         "checkpoint_mb": checkpoint.stat().st_size / 2**20,
         "test_acc": metrics["test/acc"],
+        "peaks": probe.peaks,
     }
 
 

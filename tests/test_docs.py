@@ -20,7 +20,7 @@ import pytest
 from mlplab.testing import PROJECT
 
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
-# The test suite runs this test; the bench's own test runs it shortened (tests/test_bench.py).
+# The test suite runs this test; the bench's own test runs it shortened (lib/tests/test_bench.py).
 NOT_RUN = ("make test", "make test-all", "make bench")
 TRAINING_MAKE_TARGETS = ("train", "sweep", "demos")  # they pass ARGS to train.py
 MULTIRUN_MAKE_TARGETS = ("sweep", "demos")

@@ -92,3 +92,19 @@ def test_serving_bench_measures_predict_and_onnxruntime():
         assert re.search(rf"^  {re.escape(setup)} +[\d,]+ images/s", result.stdout, re.M)
     assert re.search(r"batch +1: pytorch [\d.]+ ms, onnxruntime [\d.]+ ms", result.stdout)
     assert re.search(r"batch 256: pytorch [\d.]+ ms, onnxruntime [\d.]+ ms", result.stdout)
+
+
+@pytest.mark.slow
+def test_memory_bench_measures_each_size_in_its_own_process():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/memory_bench.py", "--rows", "20000", "40000"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = re.findall(
+        r"^\| ([\d,]+) \| (\d+) MB \| (-?\d+) MB \| ([\d.]+) MB \|$", result.stdout, re.M
+    )
+    assert [r[0] for r in rows] == ["20,000", "40,000"], result.stdout
+    # A checkpoint holds no per-example state: the same size for twice the rows.
+    assert abs(float(rows[0][3]) - float(rows[1][3])) < 0.05
