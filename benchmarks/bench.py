@@ -5,7 +5,7 @@ weight decay 1e-4, batch 128) on the same 50,000/10,000 MNIST split, from the sa
 one process, one after the other:
 
   (a) plain    a hand-written PyTorch loop over tensor slices
-  (b) mlplab   mlplab.train.train(cfg) on `experiment=lesson`, the code path of train.py,
+  (b) mlplab   the project's train(cfg) on `experiment=lesson`, the code path of train.py,
                with its default loggers (W&B offline + CSV) and callbacks
   (l) lightning-bare  Lightning's own floor: a minimal LightningModule (training_step and
                validation_step only) on mlplab's tensor batches, no callbacks, loggers or bar;

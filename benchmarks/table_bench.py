@@ -8,7 +8,7 @@ peak memory (ru_maxrss) is its own:
 
   plain           a PyTorch loop over tensor slices (the same batches, same updates)
   lightning-bare  a minimal LightningModule on the same batches: Lightning's per-step floor
-  mlplab          mlplab.train.train(cfg), what train.py runs (CSV logger, checkpoints, report)
+  mlplab          the project's train(cfg), what train.py runs (CSV logger, checkpoints, report)
 
     python benchmarks/table_bench.py [--rows 100000] [--epochs 4]
 """

@@ -45,7 +45,7 @@ def _is_size(v: Any) -> bool:
 
 
 # key, test, what is allowed (said in the error message). Only what is checked before anything
-# heavy loads; a constructor checks its own arguments (e.g. mlplab.model.MLP's activation).
+# heavy loads; a constructor checks its own arguments (e.g. a network's activation).
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     ("regularization.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),

@@ -46,7 +46,7 @@ class TensorDataModule(L.LightningDataModule):
         shuffle_seed: seed of the per-epoch shuffling (epoch ``e`` uses ``shuffle_seed + e``).
         class_names: display names of the classes, index = label.
         augment: transforms a training batch of images ``(batch, C, H, W)`` on the
-            training device (e.g. :class:`~mlplab.data.RandomShift`); ``None``: none.
+            training device (e.g. the project's ``RandomShift``); ``None``: none.
             Validation and test batches are never augmented.
         shuffled_label_fraction: fraction of the *training* labels randomly permuted among
             themselves (seeded by ``split_seed``): 1.0 shuffles them all, the classic check that
