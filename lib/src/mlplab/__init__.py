@@ -1,8 +1,8 @@
-"""mlplab: a PyTorch Lightning + Hydra template for the classic MNIST MLP."""
+"""mlplab: the run machinery of a PyTorch Lightning + Hydra project (see docs/api.md)."""
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:
