@@ -183,10 +183,11 @@ class Classifier(L.LightningModule):
         if not mean_loss.weight > 0:  # no batch in this epoch (e.g. limit_val_batches=0)
             return
         values = {f"{STAGES[stage]}/loss": mean_loss.compute(), **metrics.compute()}
+        metrics.reset()
+        mean_loss.reset()
         if stage == "fit" and self.mean_l1.weight > 0:
             values["train/l1_penalty"] = self.mean_l1.compute()
-        for metric in (metrics, mean_loss, self.mean_l1):
-            metric.reset()
+            self.mean_l1.reset()
         self.log_dict(values, prog_bar=stage != "test")
 
     def _check_finite(self) -> None:
