@@ -135,3 +135,28 @@ def test_epoch_loss_is_the_mean_over_examples_with_an_uneven_last_batch(tmp_path
     expected_acc = float((logits.argmax(1) == y).float().mean())
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected_loss, rel=1e-6)
     assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(expected_acc)
+
+
+def test_a_validation_inside_an_epoch_keeps_the_epochs_training_measures(tmp_path):
+    # 32 training steps with a validation after 16 (val_check_interval=0.5): when the epoch
+    # ends, its training loss and L1 penalty still cover all 32 steps.
+    seen = {}
+
+    class Weights(L.Callback):  # callbacks' epoch-end hooks run before the module's
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen["loss"] = int(pl_module.mean_loss["fit"].weight)
+            seen["l1"] = int(pl_module.mean_l1.weight)
+
+    torch.manual_seed(0)
+    module = Classifier(
+        MLP((6,), 3, hidden_sizes=[5]),
+        CrossEntropy(),
+        functools.partial(torch.optim.SGD, lr=0.01),
+        l1=1e-3,
+        num_outputs=3,
+    )
+    data = TensorDataset(torch.randn(32, 6), torch.arange(32) % 3)
+    trainer = bare_trainer(tmp_path, [Weights()], val_check_interval=0.5)
+    trainer.fit(module, DataLoader(data, batch_size=1), DataLoader(data, batch_size=8))
+    assert seen == {"loss": 32, "l1": 32}
+    assert "train/l1_penalty" in trainer.callback_metrics
