@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mnist_mlp.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
 from mnist_mlp.model import MLP
-from mnist_mlp.module import Classifier
+from mnist_mlp.module import UNMEASURED_KEY, UPDATE_EVERY, Classifier
 
 
 def test_mlp_shapes_follow_constructor_arguments():
@@ -79,13 +79,15 @@ class _Tiny(TensorDataModule):
         return (images[:300], labels[:300]), (images[300:], labels[300:])
 
 
-def test_a_mid_epoch_checkpoint_holds_metric_states_not_outputs_and_resumes_exactly(tmp_path):
-    # 30 batches of 8: a checkpoint after batch 13 (not a multiple of UPDATE_EVERY) holds the
-    # metrics' running states, a few numbers whatever the epoch's size, and a run resumed
-    # from it logs the same epoch as a run that was never stopped.
+@pytest.mark.parametrize("stop_after", [13, 19])
+def test_a_mid_epoch_checkpoint_resumes_to_the_same_epoch_to_the_last_bit(tmp_path, stop_after):
+    # 30 batches of 8, a checkpoint after 13 or 19 of them (neither a multiple of
+    # UPDATE_EVERY): it holds the metrics' running states (counts and sums, a few numbers)
+    # and the few steps not measured yet, and a run resumed from it logs the same epoch,
+    # bit for bit, as a run that was never stopped.
     class SaveAt(L.Callback):  # between batches, as mlplab's own stop on a signal does
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 13:
+            if batch_idx == stop_after:
                 trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
     def fit(callbacks, ckpt_path=None):
@@ -103,10 +105,12 @@ def test_a_mid_epoch_checkpoint_holds_metric_states_not_outputs_and_resumes_exac
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     whole = fit([SaveAt()])
-    state = torch.load(tmp_path / "mid.ckpt", weights_only=True)["state_dict"]
-    metric_states = {k: v for k, v in state.items() if not k.startswith("net.")}
-    assert sum(v.numel() for v in metric_states.values()) < 100  # counts, not outputs
-    assert state["mean_loss.fit.weight"] == 13 * 8  # every step so far, measured
+    checkpoint = torch.load(tmp_path / "mid.ckpt", weights_only=True)
+    metric_states = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("net.")}
+    assert sum(v.numel() for v in metric_states.values()) < 100  # counts and sums
+    measured = stop_after // UPDATE_EVERY * UPDATE_EVERY
+    assert checkpoint["state_dict"]["mean_loss.fit.weight"] == measured * 8
+    assert len(checkpoint[UNMEASURED_KEY]) == stop_after - measured
     assert fit([], ckpt_path=tmp_path / "mid.ckpt") == whole
 
 

@@ -18,6 +18,7 @@ from mnist_mlp.metrics import build_metrics
 
 STAGES = {"fit": "train", "validate": "val", "test": "test"}  # Lightning stage -> metric prefix
 UPDATE_EVERY = 16  # steps whose outputs are measured together (see _step)
+UNMEASURED_KEY = "unmeasured_train_steps"  # in a mid-epoch checkpoint
 
 
 class Classifier(L.LightningModule):
@@ -212,18 +213,17 @@ class Classifier(L.LightningModule):
             f"(now {lr:g}), clip gradients (trainer.gradient_clip_val=1.0) or check the data"
         )
 
+    # A checkpoint taken mid-epoch (Ctrl-C, SIGTERM) holds the metrics' running states and
+    # the training steps not measured yet (at most UPDATE_EVERY - 1 of them), so that a
+    # resumed run measures the same groups of steps as an uninterrupted one: a float sum
+    # grouped otherwise differs in its last bits.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Called after the state dict was taken: a mid-epoch checkpoint must hold every
-        # step so far, so the steps not measured yet are measured first and saved again.
-        if self._pending["fit"]:
-            self._update_metrics("fit")
-            checkpoint["state_dict"].update(
-                (key, value) for key, value in self.state_dict().items() if _is_metric(key)
-            )
+        checkpoint[UNMEASURED_KEY] = [tuple(t.cpu() for t in step) for step in self._pending["fit"]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # A checkpoint written before metric states were saved: start them empty.
-        for key, value in self.state_dict().items():
+        steps = checkpoint.get(UNMEASURED_KEY) or []
+        self._pending["fit"] = [tuple(t.to(self.device) for t in step) for step in steps]
+        for key, value in self.state_dict().items():  # written before metric states were
             if _is_metric(key):
                 checkpoint["state_dict"].setdefault(key, value)
 
