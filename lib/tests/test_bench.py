@@ -97,7 +97,7 @@ def test_serving_bench_measures_predict_and_onnxruntime():
 @pytest.mark.slow
 def test_memory_bench_measures_each_size_in_its_own_process():
     result = subprocess.run(
-        [sys.executable, "benchmarks/memory_bench.py", "--rows", "20000", "40000"],
+        [sys.executable, "benchmarks/memory_bench.py", "--rows", "20000", "200000"],
         cwd=PROJECT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "WANDB_MODE": "offline"},
     )  # fmt: skip
@@ -105,6 +105,7 @@ def test_memory_bench_measures_each_size_in_its_own_process():
     rows = re.findall(
         r"^\| ([\d,]+) \| (\d+) MB \| (-?\d+) MB \| ([\d.]+) MB \|$", result.stdout, re.M
     )
-    assert [r[0] for r in rows] == ["20,000", "40,000"], result.stdout
-    # A checkpoint holds no per-example state: the same size for twice the rows.
-    assert abs(float(rows[0][3]) - float(rows[1][3])) < 0.05
+    assert [r[0] for r in rows] == ["20,000", "200,000"], result.stdout
+    # A mid-epoch checkpoint holds the network, the metrics' states and at most 15 batches
+    # of 1024 unmeasured outputs (0.8 MB): not the 70 steps (3.6 MB) of the larger table.
+    assert all(float(r[3]) < 1.2 for r in rows), result.stdout
