@@ -35,16 +35,16 @@ demos: $(STAMP)  ## the training doctor's five failure demos as one sweep (see s
 # Tests in parallel processes, one per core (pytest-xdist), a test file's tests together (its
 # module fixtures are built once): most of a test's time is a CLI process starting on one core.
 # The library's tests (lib/tests: its machinery, run on this project) and the project's own
-# (tests/) each run as their own suite. TEST_JOBS=0 runs them in this process, one by one.
+# (tests/) run in one session, so that the long ones of each overlap. TEST_JOBS=0 runs them
+# in this process, one after the other.
 TEST_JOBS ?= auto
-PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
-SUITES := lib/tests tests
+PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile lib/tests tests
 
 test: $(STAMP)  ## fast tests of the library and the project (no slow end-to-end runs)
-	@set -e; for suite in $(SUITES); do $(PYTEST) -m "not slow" $$suite $(ARGS); done
+	$(PYTEST) -m "not slow" $(ARGS)
 
 test-all: $(STAMP)  ## all tests, including slow ones (full MNIST, sweeps, DDP, kill-and-resume)
-	@set -e; for suite in $(SUITES); do $(PYTEST) $$suite $(ARGS); done
+	$(PYTEST) $(ARGS)
 
 MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
 bench: $(STAMP)  ## mlplab vs a plain loop and Lightning; serving; memory at scale (MNIST_DIR=...)

@@ -8,13 +8,12 @@ import hashlib
 import http.server
 import threading
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from mlplab.testing import (
     QUIET_RUN,
     compose_config,
+    houses,
     isolated_environment,  # noqa: F401  (autouse fixture)
     small_disk,  # noqa: F401  (fixture)
     tiny_idx_dataset,
@@ -22,24 +21,6 @@ from mlplab.testing import (
 
 
 # -- trained checkpoints shared by the prediction and export tests ----------------------------
-def houses(n: int = 240, seed: int = 0) -> pd.DataFrame:
-    """A user's table: an id, numbers with gaps, a categorical column, a price and a band."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "house_id": [f"H{seed}-{i:04d}" for i in range(n)],
-            "sqm": rng.uniform(30, 200, n),
-            "rooms": rng.integers(1, 7, n).astype(float),
-            "city": rng.choice(["north", "south", "east"], n),
-        }
-    )
-    frame["price"] = frame.sqm * 3000 + frame.rooms * 1e4 + rng.normal(0, 2e4, n)
-    frame["price"] += np.where(frame.city == "north", 1e5, 0.0)
-    frame["band"] = np.where(frame.price > frame.price.median(), "dear", "cheap")
-    frame.loc[[3, 8], "sqm"] = np.nan
-    return frame
-
-
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
     """A short MLP run on the bundled digits: its run dir."""

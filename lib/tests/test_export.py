@@ -14,11 +14,10 @@ from mnist_mlp.train import train
 from PIL import Image
 
 import mlplab
-from conftest import houses
 from mlplab import export
 from mlplab.errors import ExportError
 from mlplab.export import export_model
-from mlplab.testing import PROJECT, QUIET_RUN, compose_config, run_python
+from mlplab.testing import PROJECT, QUIET_RUN, compose_config, houses, run_python
 from mlplab.trained import load_trained
 
 

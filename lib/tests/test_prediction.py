@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 import mlplab
-from conftest import houses
 from mlplab.errors import DataError
-from mlplab.testing import idx_bytes, run_python
+from mlplab.testing import houses, idx_bytes, run_python
 from mlplab.trained import load_trained
 
 

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -171,6 +172,24 @@ def build(cfg: DictConfig):
         task=datamodule.task,
     )
     return datamodule, module
+
+
+def houses(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """A user's table: an id, numbers with gaps, a categorical column, a price and a band."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "house_id": [f"H{seed}-{i:04d}" for i in range(n)],
+            "sqm": rng.uniform(30, 200, n),
+            "rooms": rng.integers(1, 7, n).astype(float),
+            "city": rng.choice(["north", "south", "east"], n),
+        }
+    )
+    frame["price"] = frame.sqm * 3000 + frame.rooms * 1e4 + rng.normal(0, 2e4, n)
+    frame["price"] += np.where(frame.city == "north", 1e5, 0.0)
+    frame["band"] = np.where(frame.price > frame.price.median(), "dear", "cheap")
+    frame.loc[[3, 8], "sqm"] = np.nan
+    return frame
 
 
 # -- faults: a full disk ----------------------------------------------------------------------
