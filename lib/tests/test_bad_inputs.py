@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -493,3 +494,37 @@ def test_bad_input(case, earlier_run, bad_files, tmp_path, request):
 def test_the_table_covers_at_least_fifteen_bad_inputs():
     assert len(CASES) >= 15
     assert sum(case.startswith("table_") for case in CASES) >= 10  # own tables: issue 14
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(tracker, tmp_path):
+    # The tracker's package hidden as if never installed (a project made without it).
+    script = (
+        f"import sys, runpy; sys.modules[{tracker!r}] = None; "
+        f"sys.argv = ['train.py', 'logger={tracker}', 'debug=smoke', 'hydra.run.dir={tmp_path}']; "
+        "runpy.run_path('train.py', run_name='__main__')"
+    )
+    done = cli("-c", script)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: logger={tracker} needs the {tracker} package: pip install "
+        f"'mlplab[{tracker}]' (a project made with tracker {tracker} has it)"
+    )
+
+
+def test_a_project_target_needs_one_package_in_src(tmp_path):
+    # A project whose src/ holds two packages: ${project:...} cannot tell which is meant.
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT / "conf", project / "conf")
+    shutil.copy(PROJECT / "train.py", project / "train.py")
+    for package in ("one", "two"):
+        (project / "src" / package).mkdir(parents=True)
+        (project / "src" / package / "__init__.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "train.py", "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=project, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ${project:") and "write the target in full" in last
+    assert f"stands for the one package in {project / 'src'} (found: one, two)" in last

@@ -243,3 +243,22 @@ def test_png_folders_train_as_well_as_the_same_idx_files(name, tmp_path):
     assert png["split_sizes"] == idx["split_sizes"] == {"train": 50000, "val": 10000, "test": 10000}
     print(f"{name}: PNG {png['test/acc']:.4f} ({png_s:.1f} s) vs IDX {idx['test/acc']:.4f}")
     assert abs(png["test/acc"] - idx["test/acc"]) < 0.01
+
+
+def test_a_test_split_without_a_mistake_has_a_report_without_misclassified_images(tmp_path):
+    for name, value in (("black", 0), ("white", 255)):  # told apart by any pixel
+        (tmp_path / "bw" / name).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(np.full((4, 4), value, np.uint8)).save(
+                tmp_path / "bw" / name / f"{i}.png"
+            )
+    run = tmp_path / "run"
+    result = run_python(
+        "train.py", "data=images", f"data.path={tmp_path / 'bw'}", "data.batch_size=8",
+        "optimizer=momentum", "trainer.max_epochs=10", "logger=none", *FAST,
+        f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["test/acc"] == 1.0
+    assert not (run / "misclassified.png").exists()
+    assert "confusion_matrix.png" in (run / "report.md").read_text()

@@ -17,7 +17,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.config import ENTRY_CONF_DIR, check_required, conf_dir, validate_config
+from mlplab.config import (
+    ENTRY_CONF_DIR,
+    check_required,
+    conf_dir,
+    project_target,
+    validate_config,
+)
 from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
 from mlplab.resume import register_resolvers
 from mlplab.speedups import exit_without_teardown
@@ -198,7 +204,8 @@ def _keys_at(parent: str, config_name: str, overrides: list[str]) -> list[str]:
 
 
 def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any]:
-    """Run ``task`` (``"module:function"``) on ``cfg`` and return its metrics.
+    """Run ``task`` (``"module:function"``; ``".train:train"`` is a module of the project's
+    package, see :func:`mlplab.config.project_target`) on ``cfg`` and return its metrics.
 
     The config is validated before the task's module is imported, so a typo is reported in
     well under a second instead of after torch and Lightning have loaded. A
@@ -217,7 +224,8 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             check_required(cfg)
             refuse_unread_keys()
         module_name, function_name = task.split(":")
-        function = getattr(importlib.import_module(module_name), function_name)
+        package = project_target() if module_name.startswith(".") else None
+        function = getattr(importlib.import_module(module_name, package), function_name)
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
         return function(cfg)
     except Exception as exc:
@@ -365,10 +373,11 @@ def _keys_building(node: Any, target: str, key: str = "") -> Iterator[str]:
 
 def _mlplab_cause(exc: BaseException) -> BaseException:
     """The MlplabError behind ``exc``, if any: Hydra wraps what a constructor raises (a
-    missing checkpoint, a bad model argument) in its own exception, once per nesting level."""
+    missing checkpoint, a bad model argument) in its own exception, once per nesting level,
+    and OmegaConf raises its own error while handling a resolver's (``${project:...}``)."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, MlplabError):
-        cause = cause.__cause__
+        cause = cause.__cause__ or cause.__context__
     return cause if cause is not None else exc
 
 

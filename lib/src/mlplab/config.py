@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,34 @@ def conf_dir() -> Path:
     here = Path.cwd().resolve()
     found = (f / "conf" for f in (here, *here.parents) if (f / "conf" / "train.yaml").is_file())
     return next(found, here / "conf")
+
+
+def project_packages() -> tuple[str, ...]:
+    """The project's own packages: those in the ``src/`` folder beside its ``conf/``."""
+    return _packages_in(conf_dir().parent / "src")
+
+
+@functools.cache
+def _packages_in(src: Path) -> tuple[str, ...]:
+    return tuple(sorted(init.parent.name for init in src.glob("*/__init__.py")))
+
+
+def project_target(name: str = "") -> str:
+    """``${project:model.MLP}`` in conf/: ``model.MLP`` of the project's package (the one
+    package in ``src/``), so that conf/ does not repeat the package's name and renaming the
+    package means renaming its folder; ``${project:}`` is the package's name."""
+    packages = project_packages()
+    if len(packages) != 1:
+        src = conf_dir().parent / "src"
+        found = ", ".join(packages) or "none"
+        raise ConfigError(
+            f"${{project:{name}}} stands for the one package in {src} (found: {found}); "
+            f"write the target in full instead, e.g. my_package.{name or 'model.MLP'}"
+        )
+    return f"{packages[0]}.{name}" if name else packages[0]
+
+
+OmegaConf.register_new_resolver("project", project_target, replace=True)
 
 
 def _is_int(v: Any) -> bool:

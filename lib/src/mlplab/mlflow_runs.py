@@ -58,8 +58,8 @@ def mlflow_logger(
     """
     if importlib.util.find_spec("mlflow") is None:
         raise TrackingError(
-            "logger=mlflow needs the mlflow package: pip install -c constraints.txt "
-            "-e '.[mlflow]' (make install includes it)"
+            "logger=mlflow needs the mlflow package: pip install 'mlplab[mlflow]' "
+            "(a project made with tracker mlflow has it)"
         )
     uri = tracking_uri or default_tracking_uri()
     if artifact_location is None and uri.startswith("sqlite:///"):

@@ -342,6 +342,6 @@ class RunReport(L.Callback):
         pictures["confusion_matrix"] = lambda p: plot_confusion_matrix(
             confusion_matrix(y, preds, len(names)), names, p
         )
-        if len(datamodule.input_shape) == 3:  # (C, H, W): images
+        if len(datamodule.input_shape) == 3 and bool((y != preds).any()):  # images, a miss
             pictures["misclassified"] = lambda p: plot_misclassified(x, y, preds, names, p)
         return pictures

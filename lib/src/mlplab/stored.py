@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.config import conf_dir
+from mlplab.config import project_packages
 from mlplab.errors import CheckpointError
 
 # What mlplab adds to a Lightning checkpoint (written by mlplab.checkpoints).
@@ -80,13 +80,6 @@ def _targets(config: Any) -> Iterator[str]:
     elif isinstance(config, list):
         for value in config:
             yield from _targets(value)
-
-
-def project_packages() -> tuple[str, ...]:
-    """The project's own packages: those in the ``src/`` folder beside its ``conf/``. Its
-    code is the user's, so a stored config may build from it without listing it."""
-    src = conf_dir().parent / "src"
-    return tuple(sorted(init.parent.name for init in src.glob("*/__init__.py")))
 
 
 def renamed_project(config: dict[str, Any], written_by: Any) -> dict[str, Any]:

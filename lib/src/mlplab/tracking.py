@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import math
 import netrc
@@ -75,6 +76,11 @@ def wandb_logger(
     unless ``verbose``. Every other argument goes to
     ``lightning.pytorch.loggers.WandbLogger`` (and from there to ``wandb.init``).
     """
+    if importlib.util.find_spec("wandb") is None:
+        raise TrackingError(
+            "logger=wandb needs the wandb package: pip install 'mlplab[wandb]' "
+            "(a project made with tracker wandb has it)"
+        )
     import wandb
     from lightning.pytorch.loggers import WandbLogger
     from lightning.pytorch.utilities import rank_zero_only

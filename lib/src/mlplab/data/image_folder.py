@@ -10,6 +10,7 @@ tensors like MNIST's (:class:`~mlplab.data.TensorDataModule`).
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class ImageFolderDataModule(TensorDataModule):
             (skipped, and counted in one line).
         max_memory_gb: refuse, before decoding, a data set whose tensors would need more;
             ``None``: the memory this machine has available.
+        example: ``digits``: if ``path`` does not exist yet, it is first filled with an
+            example set (:func:`write_example_images`), so a new project trains offline.
         **kwargs: batch and split options of :class:`TensorDataModule`.
     """
 
@@ -56,6 +59,7 @@ class ImageFolderDataModule(TensorDataModule):
         val_size: float | int = 0.15,
         bad_files: str = "error",
         max_memory_gb: float | None = None,
+        example: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(val_size=1, **kwargs)  # the real val count is known once scanned
@@ -69,6 +73,9 @@ class ImageFolderDataModule(TensorDataModule):
         self.image_size = _size(image_size)
         self.test_fraction, self.val_fraction = test_size, val_size
         self.max_memory_gb = max_memory_gb
+        if example not in (None, *EXAMPLES):
+            raise ConfigError(f"data.example={example!r} is not allowed: null or digits")
+        self.example = example
 
     # -- the checkpoint carries the class names: predict.py and export.py need no folder -----
     def state_dict(self) -> dict:
@@ -80,6 +87,8 @@ class ImageFolderDataModule(TensorDataModule):
             self.class_names = [str(c) for c in state_dict["class_names"]]
 
     def load_arrays(self) -> tuple[Arrays, Arrays]:
+        if self.example and not self.path.exists():
+            write_example_images(self.path, self.example)
         classes, files = _scan(self.path, "data.path")
         test_files = None
         if self.test_path is not None:
@@ -151,6 +160,36 @@ def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
             f"data.image_size={list(image_size)} is not allowed: [height, width] or one number"
         )
     return size  # type: ignore[return-value]
+
+
+EXAMPLES = ("digits",)
+
+
+def write_example_images(folder: Path, name: str = "digits") -> None:
+    """Write an example image set into ``folder`` (new), one subfolder per class: ``digits``
+    is scikit-learn's 1,797 bundled 8x8 handwritten digits (no download), one PNG each.
+
+    The set appears whole or not at all: it is written beside ``folder`` and renamed into
+    place, and a process that finds ``folder`` written meanwhile by another keeps that one.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
+        part = Path(tmp) / "set"
+        pixels = (digits.images * (255 / 16)).round().astype(np.uint8)  # 0..16 -> 0..255
+        for i, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
+            (part / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(part / str(label) / f"{i:04d}.png")
+        try:
+            part.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # not another process's finished set: a real failure
+                raise
+    log.info("wrote the example images (%s, %d) into %s", name, len(pixels), folder)
 
 
 def _scan(folder: Path, key: str) -> tuple[list[str], list[tuple[Path, int]]]:

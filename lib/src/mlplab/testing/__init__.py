@@ -22,7 +22,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mlplab.config import conf_dir
+from mlplab.config import ENTRY_CONF_DIR, conf_dir
 from mlplab.resume import register_resolvers
 
 register_resolvers()  # conf/train.yaml uses them, as the entry points register them
@@ -44,6 +44,8 @@ def share_threads() -> None:
 share_threads()
 
 PROJECT = conf_dir().parent  # the project under test: its conf/, entry points and src/
+# ... also for a test that changes directory (its config's ${project:...}, its task options)
+ENTRY_CONF_DIR[:] = [PROJECT / "conf"]
 # Real MNIST / Fashion-MNIST IDX files for the tests that need them (CI: ../shared/data).
 TEST_DATA = Path(os.environ["MLPLAB_TEST_DATA"]) if os.environ.get("MLPLAB_TEST_DATA") else None
 
