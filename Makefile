@@ -38,7 +38,7 @@ demos: $(STAMP)  ## the training doctor's five failure demos as one sweep (see s
 # (tests/) run in one session, so that the long ones of each overlap. TEST_JOBS=0 runs them
 # in this process, one after the other.
 TEST_JOBS ?= auto
-PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile lib/tests tests
+PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile lib/tests src tests
 
 test: $(STAMP)  ## fast tests of the library and the project (no slow end-to-end runs)
 	$(PYTEST) -m "not slow" $(ARGS)

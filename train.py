@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_task(cfg, "mnist_mlp.train:train")
+    metrics = run_task(cfg, ".train:train")  # src/<package>/train.py
     return metrics.get(cfg.optimized_metric)  # what a sweeper (e.g. Optuna) optimizes
 
 

@@ -110,8 +110,10 @@ def lesson_config(args: argparse.Namespace, output_dir: Path, *overrides: str):
 
 def lesson_net():
     """The lesson's network, as every setup builds it: 784-256-128-10, ReLU, He, dropout 0.3."""
-    from mnist_mlp.model import MLP
+    from hydra.utils import get_class
+    from mlplab.config import project_target
 
+    MLP = get_class(project_target("model.MLP"))  # this project's MLP (src/<package>/model.py)
     return MLP((1, 28, 28), 10, hidden_sizes=[256, 128], activation="relu", dropout=0.3, init="he")
 
 
@@ -153,7 +155,10 @@ def run_plain(args: argparse.Namespace, datamodule) -> tuple[list[float], float]
 
 def run_mlplab(args: argparse.Namespace, output_dir: Path) -> tuple[list[float], float]:
     """(b) mlplab's own train(cfg), exactly what train.py runs."""
-    from mnist_mlp.train import train
+    from hydra.utils import get_method
+    from mlplab.config import project_target
+
+    train = get_method(project_target("train.train"))
 
     cfg = lesson_config(
         args,
@@ -283,8 +288,10 @@ def main() -> None:
     args = parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     import torch
+    from hydra.utils import get_class
+    from mlplab.config import project_target
 
-    from mnist_mlp.data import IdxDataModule
+    IdxDataModule = get_class(project_target("data.IdxDataModule"))
 
     datamodule = IdxDataModule(
         name="mnist", data_dir=args.data_dir, download=False, train_size=50000, val_size=10000

@@ -35,7 +35,7 @@ BATCH = 1024
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[500_000, 1_000_000, 2_000_000])
-    parser.add_argument("--flow", default="mnist_mlp.train:train", help="the training flow")
+    parser.add_argument("--flow", default=".train:train", help="the training flow (.x: project's)")
     parser.add_argument("--table", help=argparse.SUPPRESS)  # one child process per size
     return parser.parse_args()
 
@@ -108,6 +108,7 @@ def measure(table: str, flow: str) -> dict:
     import importlib
 
     from hydra import compose, initialize_config_dir
+    from mlplab.config import project_target
     from mlplab.resume import register_resolvers
 
     register_resolvers()
@@ -134,7 +135,8 @@ def measure(table: str, flow: str) -> dict:
             ],
         )
     module_name, function = flow.split(":")
-    metrics = getattr(importlib.import_module(module_name), function)(cfg)
+    package = project_target() if module_name.startswith(".") else None
+    metrics = getattr(importlib.import_module(module_name, package), function)(cfg)
     probe = PROBES.pop()
     split_sizes = metrics["split_sizes"]
     rows = sum(split_sizes.values())

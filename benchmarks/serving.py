@@ -59,11 +59,11 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
     import onnxruntime
     import torch
     from hydra import compose, initialize_config_dir
+    from hydra.utils import get_method
+    from mlplab.config import project_target
     from mlplab.data.idx import read_idx
     from mlplab.export import export_model, serving_model
     from mlplab.trained import load_trained
-
-    from mnist_mlp.train import train
 
     run_dir = tmp / "run"
     overrides = [
@@ -77,7 +77,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         f"output_dir={run_dir}",
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        train(compose("train", overrides=overrides))
+        get_method(project_target("train.train"))(compose("train", overrides=overrides))
     trained = load_trained(run_dir)
     images = Path(args.data_dir) / "t10k-images-idx3-ubyte.gz"
     pixels = read_idx(images)

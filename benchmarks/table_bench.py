@@ -79,17 +79,16 @@ def config(table: str, epochs: int, output_dir: Path):
 def run_setup(name: str, table: str, epochs: int) -> dict:
     import torch
     import torch.nn.functional as F
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, get_method, instantiate
+    from mlplab.config import project_target
     from mlplab.data.loader import PermutationSampler, TensorBatchLoader
 
-    from mnist_mlp.model import MLP
+    MLP = get_class(project_target("model.MLP"))
 
     tmp = Path(table).parent / name  # inside the parent's temporary dir
     cfg = config(table, epochs, tmp / "run")
     if name == "mlplab":
-        from mnist_mlp.train import train
-
-        train(cfg)
+        get_method(project_target("train.train"))(cfg)
         return {"epochs": bench._CLOCKS.pop().epoch_times()}
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")

@@ -154,7 +154,7 @@ def test_wandb_is_offline_when_not_logged_in_and_the_run_is_ready_to_sync(tmp_pa
     result = run(
         "train.py",
         "debug=smoke",
-        "logger=default",
+        "logger=[wandb,csv]",
         f"hydra.run.dir={tmp_path / 'run'}",
         *QUIET,
         env=env,
@@ -167,7 +167,7 @@ def test_wandb_is_offline_when_not_logged_in_and_the_run_is_ready_to_sync(tmp_pa
     summary, config = summary_and_config(log)
     assert 0 <= summary["test/acc"] <= 1 and summary["_exit_code"] == 0
     assert config["model"]["hidden_sizes"] == [256, 128]  # nested, not flattened strings
-    assert summary["_name"] == "debug=smoke,logger=default,trainer.enable_progress_bar=false"
+    assert summary["_name"] == "debug=smoke,logger=[wandb,csv],trainer.enable_progress_bar=false"
     assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
 
 

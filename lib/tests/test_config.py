@@ -18,7 +18,16 @@ from mlplab.instantiate import instantiate_each, instantiate_optional
 from mlplab.testing import compose_config, group_options
 
 EXPECTED_OPTIONS = {
-    "data": ["diabetes", "fashion_mnist", "images", "mnist", "mnist_5k", "table", "wine"],
+    "data": [
+        "diabetes",
+        "digit_images",
+        "fashion_mnist",
+        "images",
+        "mnist",
+        "mnist_5k",
+        "table",
+        "wine",
+    ],
     "augment": ["none", "shift"],
     "module": ["classifier", "regressor"],
     "model": ["cnn", "mlp", "pretrained"],
@@ -28,7 +37,7 @@ EXPECTED_OPTIONS = {
     "regularization": ["dropout", "l1", "l2", "lesson", "none"],
     "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
     "callbacks": ["default", "none"],
-    "logger": ["csv", "default", "mlflow", "none", "tensorboard", "wandb"],
+    "logger": ["csv", "mlflow", "none", "tensorboard", "wandb"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu", "lightning"],
     "experiment": [
         "deep_sigmoid",
@@ -164,7 +173,6 @@ def test_logger_options(option, tmp_path, monkeypatch):
     names = sorted(type(lg).__name__ for lg in loggers)
     expected = {
         "csv": ["ResumableCSVLogger"],
-        "default": ["ResumableCSVLogger", "WandbLogger"],
         "mlflow": ["ResumableMLFlowLogger"],
         "none": [],
         "tensorboard": ["TensorBoardLogger"],
@@ -188,7 +196,7 @@ def test_trainer_options(option, tmp_path):
 @pytest.mark.parametrize("option", EXPECTED_OPTIONS["metrics"])
 def test_metrics_options_measure_real_outputs(option, tmp_path):
     cfg = compose_config([f"metrics={option}"], tmp_path)
-    metrics = build_metrics(OmegaConf.to_container(cfg.metrics), num_outputs=3)
+    metrics = build_metrics(OmegaConf.to_container(cfg.metrics, resolve=True), num_outputs=3)
     if option == "regression":
         preds, target = torch.tensor([1.0, 2.0, 3.0, 5.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])
         values = metrics(preds, target)

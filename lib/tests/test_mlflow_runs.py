@@ -28,7 +28,7 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
-def runs(uri: str, experiment: str = "mlplab") -> list:
+def runs(uri: str, experiment: str = "mnist_mlp") -> list:  # the project's package
     client = mlflow.MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id]) if found else []
@@ -43,7 +43,7 @@ def tracked(tmp_path_factory):
     run_dir = root / "run"
     result = run_python(
         "train.py",
-        "logger=[default,mlflow]",
+        "logger=[wandb,csv,mlflow]",
         "+secret_notes.api_key=hunter2",
         *SHORT,
         f"hydra.run.dir={run_dir}",
@@ -176,7 +176,7 @@ def test_mlflow_ui_serves_the_runs_of_the_store(tracked):
                 assert time.monotonic() < deadline, "mlflow ui did not answer"
                 time.sleep(0.5)
         assert "<title>MLflow</title>" in page
-        experiment = mlflow.MlflowClient(uri).get_experiment_by_name("mlplab").experiment_id
+        experiment = mlflow.MlflowClient(uri).get_experiment_by_name("mnist_mlp").experiment_id
         request = urllib.request.Request(
             f"{base}/api/2.0/mlflow/runs/search",
             data=json.dumps({"experiment_ids": [experiment]}).encode(),

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
-from mnist_mlp.metrics import build_metrics
+from .metrics import build_metrics
 
 STAGES = {"fit": "train", "validate": "val", "test": "test"}  # Lightning stage -> metric prefix
 UPDATE_EVERY = 16  # steps whose outputs are measured together (see _step)

@@ -12,8 +12,8 @@ from mlplab.data import read_idx
 from mlplab.errors import ConfigError
 from mlplab.testing import bare_trainer, build, compose_config, real_data_dir
 
-from mnist_mlp.augment import RandomShift
-from mnist_mlp.data import BundledMnistDataModule, IdxDataModule
+from ..augment import RandomShift
+from ..data import BundledMnistDataModule, IdxDataModule
 
 
 def test_mnist_datamodule_splits_the_official_training_set_and_keeps_the_official_test_set():

@@ -10,9 +10,9 @@ from mlplab.errors import ConfigError
 from mlplab.testing import bare_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from mnist_mlp.losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
-from mnist_mlp.model import MLP
-from mnist_mlp.module import UNMEASURED_KEY, UPDATE_EVERY, Classifier
+from ..losses import CrossEntropy, ProbabilityMAE, ProbabilityMSE
+from ..model import MLP
+from ..module import UNMEASURED_KEY, UPDATE_EVERY, Classifier
 
 
 def test_mlp_shapes_follow_constructor_arguments():
@@ -93,8 +93,8 @@ def test_a_mid_epoch_checkpoint_resumes_to_the_same_epoch_to_the_last_bit(tmp_pa
     def fit(callbacks, ckpt_path=None):
         torch.manual_seed(0)
         module = Classifier(
-            {"_target_": "mnist_mlp.model.MLP", "hidden_sizes": [5]},
-            {"_target_": "mnist_mlp.losses.CrossEntropy"},
+            {"_target_": f"{MLP.__module__}.MLP", "hidden_sizes": [5]},
+            {"_target_": f"{CrossEntropy.__module__}.CrossEntropy"},
             {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
             metrics={"acc": {"_target_": "torchmetrics.classification.MulticlassAccuracy"}},
             input_shape=(1, 2, 3),
