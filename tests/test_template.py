@@ -1,0 +1,241 @@
+"""The copier template (copier.yml, template/): this repository's project is its render, new
+projects install and pass their own tests for every answer, and `copier update` brings a
+template change into a project while keeping the user's edits. Real copier, real git."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSWERS = yaml.safe_load((ROOT / ".copier-answers.yml").read_text())
+# The repository holds the library and the template besides its project, so these files of
+# the template (a new project's README, Makefile and CI) are not the repository's own ones.
+REPOSITORY_OWN = {"README.md", "Makefile", ".ci/run", ".github/workflows/ci.yml"}
+# The project's files in this repository: what the template renders, nothing else.
+PROJECT_PATHS = ["src", "conf", "benchmarks", "train.py", "eval.py", "predict.py", "export.py"]
+
+# New projects tested, beside this repository's own (all data, both trackers, the lesson).
+# Together they cover every pair of answer values (see the test below); the first is
+# `copier copy --defaults` and runs in `make test`, the others are slow.
+COMBOS = [
+    {"data": ["mnist"], "tracker": ["wandb"], "lesson": False},  # the defaults
+    {"data": ["table"], "tracker": ["mlflow"]},
+    {"data": ["images"], "tracker": []},
+    {"data": ["mnist", "images"], "tracker": ["mlflow"], "lesson": True},
+    {"data": ["table", "images"], "tracker": ["wandb"]},
+    {"data": ["mnist", "table"], "tracker": [], "lesson": True},
+]
+
+
+def copier(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The copier command line, as a user runs it (no prompt: stdin is closed)."""
+    command = [str(Path(sys.executable).with_name("copier")), *args]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300
+    )
+
+
+def answer_flags(answers: dict) -> list[str]:
+    return [flag for k, v in answers.items() for flag in ("--data", f"{k}={v}")]
+
+
+def render(destination: Path, answers: dict, template: Path = ROOT) -> Path:
+    """The template (this working tree, uncommitted changes included) rendered for
+    ``answers``; every other question takes its default."""
+    done = copier(
+        "copy", "--defaults", "--quiet", "--vcs-ref=HEAD", *answer_flags(answers),
+        str(template), str(destination), cwd=destination.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return destination
+
+
+def files(folder: Path) -> set[str]:
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts
+    }
+
+
+def test_this_repositorys_project_is_the_template_rendered_for_its_recorded_answers(tmp_path):
+    answers = {k: v for k, v in ANSWERS.items() if not k.startswith("_")}
+    rendered = render(tmp_path / "rendered", answers)
+    made = files(rendered) - REPOSITORY_OWN - {".copier-answers.yml"}
+    differ = sorted(f for f in made if (rendered / f).read_bytes() != (ROOT / f).read_bytes())
+    assert differ == [], f"edit these in template/ (the repository's are its render): {differ}"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *PROJECT_PATHS],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    missing = sorted(set(listed) - made)
+    assert missing == [], f"the template does not make these project files: {missing}"
+    recorded = yaml.safe_load((rendered / ".copier-answers.yml").read_text())
+    assert {k: v for k, v in recorded.items() if not k.startswith("_")} == answers
+
+
+def test_the_tested_answers_cover_every_pair_of_answer_values():
+    """Pairwise: for any two questions (a data kind, a tracker, the lesson), every pair of
+    their values is in some tested project, so a clash of two answers cannot hide."""
+    projects = [*COMBOS, ANSWERS]
+    flags = {  # each value of each question, as a yes/no of a project
+        "mnist": lambda a: "mnist" in a["data"],
+        "table": lambda a: "table" in a["data"],
+        "images": lambda a: "images" in a["data"],
+        "wandb": lambda a: "wandb" in a["tracker"],
+        "mlflow": lambda a: "mlflow" in a["tracker"],
+        "lesson": lambda a: bool(a.get("lesson")),
+    }
+    possible = {  # a lesson needs mnist
+        (x, vx, y, vy)
+        for x, y in itertools.combinations(flags, 2)
+        for vx, vy in itertools.product([False, True], repeat=2)
+        if not ({x, y} == {"mnist", "lesson"} and (vx, vy) == (False, True))
+    }
+    pairs = list(itertools.combinations(flags, 2))
+    seen = {(x, flags[x](a), y, flags[y](a)) for a in projects for x, y in pairs}
+    assert possible - seen == set()
+
+
+@pytest.fixture(scope="module")
+def shared_env(tmp_path_factory) -> Path:
+    """One environment for the new projects: a venv of its own that sees this one's
+    packages, so a project installs (``pip install -e``) without downloading anything."""
+    env = tmp_path_factory.mktemp("env")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    shared = sysconfig.get_paths()["purelib"]
+    Path(site, "_shared_env.pth").write_text(f"import site; site.addsitedir({shared!r})\n")
+    return python
+
+
+def check_new_project(tmp_path: Path, python: Path, answers: dict) -> None:
+    """Make a project with ``answers`` as a user does, install it, lint it and run its tests."""
+    name = "proj_" + "_".join([*answers["data"], *answers["tracker"]] or ["csv"])
+    if answers.get("lesson"):
+        name += "_lesson"
+    project = render(tmp_path / name, {"package_name": name, **answers})
+    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*install, "-e", project], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+        done = subprocess.run([python, "-m", *check], cwd=project, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    # Only what was chosen: the data, tracker and lesson files of the other answers are absent.
+    made = files(project)
+    for data, marker in (("mnist", "conf/data/mnist.yaml"), ("table", "conf/data/table.yaml"),
+                         ("images", "conf/data/images.yaml")):  # fmt: skip
+        assert (marker in made) == (data in answers["data"])
+    for tracker in ("wandb", "mlflow"):
+        assert (f"conf/logger/{tracker}.yaml" in made) == (tracker in answers["tracker"])
+    assert ("conf/experiment/lesson.yaml" in made) == bool(answers.get("lesson"))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    tests = subprocess.run(
+        [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "not slow", "-n", "0"],
+        cwd=project, capture_output=True, text=True, env=environment, timeout=1200,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert " passed" in tests.stdout
+
+
+def test_a_project_made_with_the_defaults_installs_and_passes_its_tests(tmp_path, shared_env):
+    # exactly the README's command: no prompt, every answer but the name its default
+    done = copier("copy", "--defaults", "--vcs-ref=HEAD", "--data", "package_name=myproj",
+                  str(ROOT), "myproj", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recorded = yaml.safe_load((tmp_path / "myproj" / ".copier-answers.yml").read_text())
+    assert {k: recorded.get(k) for k in COMBOS[0]} == COMBOS[0]
+    assert recorded["mlplab_source"] == str(ROOT / "lib")  # the checkout it was made from
+    check_new_project(tmp_path, shared_env, COMBOS[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answers", COMBOS[1:], ids=lambda a: "-".join(a["data"] + a["tracker"]))
+def test_projects_made_with_other_answers_install_and_pass_their_tests(
+    tmp_path, shared_env, answers
+):
+    check_new_project(tmp_path, shared_env, answers)
+
+
+def git(*args: str, cwd: Path) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def commit_all(folder: Path, message: str, tag: str | None = None) -> None:
+    git("add", "-A", cwd=folder)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=folder)
+    if tag:
+        git("tag", tag, cwd=folder)
+
+
+def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(tmp_path):
+    # The template as its own git repository (this working tree), released as 1.0.0.
+    template = tmp_path / "mlplab"
+    listed = git("ls-files", "--cached", "--others", "--exclude-standard", cwd=ROOT).splitlines()
+    for name in listed:
+        source, target = ROOT / name, template / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        elif source.exists():
+            shutil.copy2(source, target)
+    git("init", "-q", cwd=template)
+    commit_all(template, "mlplab 1.0.0", tag="v1.0.0")
+
+    # an absolute path (or a URL): `copier update` finds the template where copy found it
+    done = copier("copy", "--defaults", "--data", "package_name=myproj", str(template), "myproj",
+                  cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    project = tmp_path / "myproj"
+    git("init", "-q", cwd=project)
+    commit_all(project, "new project")
+
+    # The user changes their model and a config; the template changes other files.
+    model = project / "src" / "myproj" / "model.py"
+    model.write_text(model.read_text() + "\n\nUSER_CONSTANT = 7  # the user's own code\n")
+    adam = project / "conf" / "optimizer" / "adam.yaml"
+    adam.write_text(adam.read_text().replace("lr: ", "lr: 0.003  # was ", 1))
+    commit_all(project, "my edits")
+    sgd = template / "conf" / "optimizer" / "sgd.yaml"
+    sgd.write_text(sgd.read_text() + "# a template change\n")
+    (template / "conf" / "scheduler" / "linear.yaml").write_text(
+        "_target_: torch.optim.lr_scheduler.LinearLR\n_partial_: true\n"
+    )
+    commit_all(template, "mlplab 1.1.0", tag="v1.1.0")
+
+    done = copier("update", "--defaults", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "USER_CONSTANT = 7" in model.read_text()
+    assert "lr: 0.003  # was " in adam.read_text()
+    assert (
+        (project / "conf" / "optimizer" / "sgd.yaml").read_text().endswith("# a template change\n")
+    )
+    assert (project / "conf" / "scheduler" / "linear.yaml").exists()
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v1.1.0"
+
+    # A real conflict: the template changes the line the user changed. Copier marks it in
+    # the file, as git does, and keeps both sides for the user to choose.
+    commit_all(project, "update to 1.1.0")
+    template_adam = template / "conf" / "optimizer" / "adam.yaml"
+    template_adam.write_text(template_adam.read_text().replace("lr: ", "lr: 0.002  # ", 1))
+    commit_all(template, "mlplab 1.2.0", tag="v1.2.0")
+    done = copier("update", "--defaults", cwd=project)
+    assert done.returncode == 0, done.stderr
+    merged = adam.read_text()
+    assert "<<<<<<< before updating" in merged and ">>>>>>> after updating" in merged
+    assert "lr: 0.003  # was " in merged and "lr: 0.002  # " in merged
