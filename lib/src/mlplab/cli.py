@@ -153,6 +153,12 @@ def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> 
     if not isinstance(exc, ConfigCompositionException):
         return None
     unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown and unknown.group(1).startswith("hydra.sweeper."):
+        return (
+            f"{unknown.group(1)} is no setting of this sweep's sweeper: the study's settings "
+            "(pruner, storage, n_trials, ...) belong to the Optuna sweeper: add "
+            "hparams_search=optuna"
+        )
     if unknown and "not in struct" in str(exc.__cause__ or ""):
         return _unknown_key_line(unknown.group(1), config_name, overrides)
     existing = re.search(r"An item is already at '([^']+)'", text)

@@ -234,6 +234,7 @@ STOP_REASONS = {
     "max_epochs": "trained {n_epochs}, all that trainer.max_epochs allows",
     "early_stopping": "early stopping ended training after epoch {epochs}",
     "max_time": "trainer.max_time ended training in epoch {epochs} (step {steps})",
+    "pruned": "the study's pruner stopped this trial in epoch {epochs}",
     "should_stop": "trainer.should_stop (set by a callback or the module) ended training "
     "in epoch {epochs}",
 }
@@ -257,6 +258,8 @@ def why_fit_ended(trainer: L.Trainer) -> str:
         loop.max_epochs
     ):
         return "max_epochs"
+    if any(getattr(c, "pruned_epoch", None) for c in trainer.callbacks):
+        return "pruned"  # mlplab.pruning.TrialReporting: the study's pruner
     stopper = trainer.early_stopping_callback
     if (
         stopper is not None

@@ -253,10 +253,12 @@ class OneWriterPerRunDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.sweep.dir))
+        if str(OmegaConf.select(config, "hydra.sweeper._target_")).endswith(".StudySweeper"):
+            # An Optuna study's sweeps share its sweep dir, each job in its trial's folder:
+            # its sweeper refuses job dirs that are not the study's.
+            return
         with _exit_on_refusal():
-            if OmegaConf.select(config, "hydra.sweeper.storage") is None:
-                # A stored study numbers its jobs after its trials (its sweeper checks that).
-                refuse_taken(folder, run_files(folder), f"{self.command} -m")
+            refuse_taken(folder, run_files(folder), f"{self.command} -m")
             lock_run_dir(folder)
 
 

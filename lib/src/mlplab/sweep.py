@@ -63,16 +63,22 @@ def in_parallel_job() -> bool:
     return in_multirun() and "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
-# In the sweep dir once a parallel sweep got Ctrl-C or SIGTERM: no job starts after it.
-STOP_FILE = "stopped"
+# In the sweep dir once a parallel sweep got Ctrl-C or SIGTERM: no job of it starts after it.
+# Named by the sweep's process, the parent of its joblib workers: the sweeps of one Optuna
+# study may share a sweep dir, and a sweep run again in it starts its jobs.
+STOP_FILE = "stopped-{pid}"
 STOPPED_BY: list[int] = []  # the signal that stopped this process's sweep (read by mlplab.cli)
+# The jobs this process's sweep launched, when its sweeper says (an Optuna study's sweep dir
+# may hold other sweeps' jobs): the sweep's exit status counts these only.
+THIS_SWEEPS_JOBS: list[str] = []
 
 
 def sweep_stopped() -> bool:
     """Whether this job's parallel sweep was stopped before the job began."""
     from hydra.core.hydra_config import HydraConfig
 
-    return in_parallel_job() and (Path(HydraConfig.get().sweep.dir) / STOP_FILE).exists()
+    stop_file = Path(HydraConfig.get().sweep.dir) / STOP_FILE.format(pid=os.getppid())
+    return in_parallel_job() and stop_file.exists()
 
 
 class _StopJobs:
@@ -93,7 +99,8 @@ class _StopJobs:
             return  # a second Ctrl-C changes nothing
         STOPPED_BY.append(signum)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        (self.sweep_dir / STOP_FILE).write_text(signal.Signals(signum).name + "\n")
+        stop_file = self.sweep_dir / STOP_FILE.format(pid=os.getpid())
+        stop_file.write_text(signal.Signals(signum).name + "\n")
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         os.write(2, f"{name}: stopping the sweep; running jobs save a checkpoint\n".encode())
         for pid in _child_pids():
@@ -133,7 +140,10 @@ def ddp_job(output_dir: str | Path) -> Iterator[None]:
         yield
         return
     before = dict(os.environ)
-    overrides = list(HydraConfig.get().overrides.task)
+    hydra_cfg = HydraConfig.get()
+    # The job's trial of an Optuna study: every rank takes part in the pruner's decision.
+    trial = [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.sweeper.")]
+    overrides = list(hydra_cfg.overrides.task) + trial
     os.environ[DDP_JOB_ENV] = json.dumps({"overrides": overrides, "dir": str(output_dir)})
     try:
         yield
@@ -189,7 +199,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         if (job / "metrics.json").exists():
             metrics = json.loads((job / "metrics.json").read_text())
             row.update(
-                status="ok",
+                # pruned: an Optuna study's pruner stopped it, a normal outcome, not a failure
+                status="pruned" if metrics.get("pruned") else "ok",
                 val_acc_best=metrics.get("val/acc_best"),
                 test_acc=metrics.get("test/acc"),
                 epochs=metrics.get("epochs_trained"),
@@ -286,7 +297,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 def _markdown(sweep_dir: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]]) -> str:
     counts = Counter(r["status"] for r in rows)
     shown = ["ok", "failed", "incomplete"] + [
-        status for status in ("interrupted", "not run") if counts[status]
+        status for status in ("pruned", "interrupted", "not run") if counts[status]
     ]
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
     summary = ", ".join(f"{counts[status]} {status}" for status in shown)
@@ -376,6 +387,7 @@ def _plot(
     swept = swept or ["configuration" if configs else "job"]
     ok = [r for r in rows if r["status"] == "ok" and r.get("val_acc_best") is not None]
     failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
+    pruned = [r for r in rows if r["status"] == "pruned" and r.get("val_acc_best") is not None]
     best = max(ok, key=lambda r: r["val_acc_best"]) if ok else None
     accs = [r["val_acc_best"] for r in ok] or [0.0]
     floor = min(accs) - 0.08 * (max(accs) - min(accs) or 1.0)  # where failed jobs are drawn
@@ -420,6 +432,16 @@ def _plot(
                 s=30,
                 alpha=0.8,
                 label=f"finished ({len(ok)})",
+            )
+        if pruned:
+            ax.scatter(
+                [x_of[r["job"]] for r in pruned],
+                [r["val_acc_best"] for r in pruned],
+                marker="v",
+                color="tab:gray",
+                s=24,
+                alpha=0.7,
+                label=f"pruned ({len(pruned)})",
             )
         if failed:
             ax.scatter(
@@ -515,7 +537,8 @@ class SweepSummary(Callback):
                 checkpoint = newest_checkpoint(sweep_dir / row["job"])
                 if row["status"] == "interrupted" and checkpoint is not None:
                     print(f"job {row['job']}: resume with: {resume_command(checkpoint)}")
-        failed = [r for r in rows if r["status"] != "ok"]
+        ours = [r for r in rows if r["job"] in THIS_SWEEPS_JOBS] if THIS_SWEEPS_JOBS else rows
+        failed = [r for r in ours if r["status"] not in ("ok", "pruned")]
         if failed:  # train.py then exits 1 (mlplab.cli.entry_point): the sweep did not succeed
             FAILED_JOBS[:] = [r["job"] for r in failed]
             where = ", ".join(
@@ -524,7 +547,7 @@ class SweepSummary(Callback):
                 if r["status"] != "incomplete"
             )
             print(
-                f"error: {len(failed)} of {len(rows)} jobs did not succeed "
+                f"error: {len(failed)} of {len(ours)} jobs did not succeed "
                 f"({', '.join(sorted({r['status'] for r in failed}))})"
                 + (f"; their errors: {where}" if where else ""),
                 file=sys.stderr,

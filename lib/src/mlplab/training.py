@@ -35,6 +35,7 @@ from mlplab.config import check_trainer, validate_config
 from mlplab.errors import ConfigError
 from mlplab.instantiate import instantiate_each
 from mlplab.mlflow_runs import mlflow_run_id
+from mlplab.pruning import trial_callbacks
 from mlplab.record import RunRecord
 from mlplab.resume import continued_config, continues_in
 from mlplab.rundir import writing_run_dir
@@ -100,6 +101,7 @@ class TrainingRun:
             mlflow_run_id(loggers),
         )
         callbacks = [self.record, EpochHistory(), run_state, *instantiate_each(cfg.callbacks)]
+        callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a job of an Optuna study
         trainer = make_trainer(cfg.trainer, callbacks, loggers, self.output_dir)
         # Loggers finish first: a requeued SLURM job is killed as soon as it is requeued. In
         # a sweep, a job's DDP ranks run that job only (mlplab.sweep.ddp_job).

@@ -1,121 +1,424 @@
-"""Hydra's Optuna sweeper, with a study stored in a database that continues when the same
-sweep runs again (``hparams_search=optuna hydra.sweeper.storage=sqlite:///study.db``).
+"""mlplab's Optuna sweeper (``hparams_search=optuna``), on Optuna's ask-and-tell API.
 
-Hydra's sweeper loads an existing study but then repeats its trials (the sampler's seed is
-fixed) and numbers the new jobs from 0 again (hydra #3328). Here, when the study already
-holds trials:
-
-- the sampler is built again with ``seed + <trials in the study>``: new trials, and the same
-  ones again for the same history (reproducible);
-- jobs are numbered after the study's trials (job ``n`` is trial ``n``), so no job dir of
-  an earlier run is overwritten even in the same sweep dir;
-- after the sweep, ``study.csv`` in the sweep dir lists every trial of the study, and the
-  log says how many there are. Trials left RUNNING by a sweep that was killed stay so in the
-  storage (Optuna 2.10 has no heartbeat here); they are listed, and TPE ignores them.
+- **Always stored.** The study lives in the sweep dir (``optuna.journal``, Optuna's journal
+  file, which it advises for shared file systems), or in ``hydra.sweeper.storage``: another
+  journal file, or a database URL (``sqlite:///study.db``, ``postgresql://...``). The same
+  command again continues the study with ``n_trials`` more trials.
+- **A job is its trial.** Job ``n`` runs trial ``n``, in the sweep dir's folder ``n``: two
+  sweeps on one study (two terminals, two SLURM allocations) never share a trial number or a
+  job dir. Each job reaches its trial through the storage (:mod:`mlplab.studies`): it reports
+  the optimized metric at each validation, stops when the pruner says so, and tells its trial
+  how it ended, whichever launcher runs it (basic, joblib, submitit).
+- **Every trial ends.** A trial still RUNNING after its job returned, or whose process died
+  (its heartbeat names a dead process, or stopped beating), is marked FAIL; an interrupted
+  job's trial is FAIL, never a made-up value.
+- **Seeded.** Trial ``n`` is sampled by the sampler seeded ``seed + n``: a sweep run again
+  samples new trials, the same ones for the same history.
+- After the sweep, ``study.csv`` (every trial of the study) and ``optimization_results.yaml``
+  (the best trial) are written in the sweep dir.
 """
 
-from __future__ import annotations
-
 import logging
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mlplab.rundir import atomic_path
+from mlplab.rundir import atomic_path, write_text
+from mlplab.studies import (
+    HEARTBEAT,
+    Heartbeat,
+    StudyError,
+    TellsItsTrial,
+    alive,
+    fail_dead_trials,
+    make_pruner,
+    open_storage,
+    owner,
+    signals_held,
+    storage_url,
+)
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.csv"
+RESULTS_FILE = "optimization_results.yaml"
+SEARCH_SPACE = "search_space"  # a study's user attr: the search space it was made with
 
 
-class StudySweeper(OptunaSweeper):
-    """:class:`OptunaSweeper` whose stored studies continue (see the module docstring)."""
+@dataclass
+class TPESamplerConfig:
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = None
+    n_startup_trials: int = 10
+    multivariate: bool = False
+    constant_liar: bool = False
+
+
+@dataclass
+class RandomSamplerConfig:
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: int | None = None
+
+
+@dataclass
+class StudySweeperConfig:
+    """``hydra.sweeper``: each field is an argument of :class:`StudySweeper`."""
+
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    _target_: str = "hydra_plugins.mlplab_studies.study_sweeper.StudySweeper"
+    sampler: Any = MISSING  # the group hydra/sweeper/sampler (tpe, random)
+    direction: Any = "maximize"
+    study_name: str = "mlplab"
+    storage: str | None = None
+    n_trials: int = 20
+    n_jobs: int = 1
+    pruner: Any = "none"
+    params: dict[str, str] = field(default_factory=dict)
+    heartbeat_s: float = 30.0
+    trial: int | None = None  # set by the sweeper for each job: the trial it is
+
+
+store = ConfigStore.instance()
+store.store(group="hydra/sweeper", name="optuna", node=StudySweeperConfig, provider="mlplab")
+for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig)):
+    store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="mlplab")
+
+
+class StudySweeper(Sweeper):
+    """Hydra sweeper running an Optuna study (see the module docstring).
+
+    Args:
+        sampler: Optuna's sampler (its config (``hydra/sweeper/sampler=tpe|random``), its ``seed``
+            offset by the trial number).
+        direction: ``maximize`` or ``minimize``, or one per value for a multi-objective study.
+        study_name: the study's name in its storage.
+        storage: a journal file or a database URL; ``null``: ``optuna.journal`` in the sweep dir.
+        n_trials: how many trials this sweep runs (added to the study's earlier ones).
+        n_jobs: trials asked and launched together (the joblib launcher runs them at once).
+        pruner: ``median``, ``hyperband`` or ``none``, or a mapping with ``name`` and the
+            options of Optuna's pruner (``{name: median, n_warmup_steps: 2}``).
+        params: the search space: ``choice(...)``, ``interval(a, b)``, ``range(a, b, step)``,
+            ``tag(log, interval(a, b))``, or a fixed value.
+        heartbeat_s: how often a running trial says it is alive; one that has not said so
+            for four times as long (on another machine) is failed as dead.
+        trial: set for each job by the sweeper.
+    """
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        study_name: str,
+        storage: str | None,
+        n_trials: int,
+        n_jobs: int,
+        pruner: Any,
+        params: dict[str, str] | None,
+        heartbeat_s: float,
+        trial: int | None = None,
+    ) -> None:
+        self.directions = (
+            [str(d) for d in direction] if OmegaConf.is_list(direction) else [str(direction)]
+        )
+        self.study_name, self.storage = study_name, storage
+        self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
+        self.pruner, self.params = pruner, dict(params or {})
+        self.heartbeat_s = float(heartbeat_s)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        impl = self.sweeper
-        database = str(impl.storage or "").removeprefix("sqlite:///")
-        if database != str(impl.storage or "") and database not in ("", ":memory:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file
-        earlier = _trials(impl.storage, impl.study_name)
-        _refuse_taken_job_dirs(Path(config.hydra.sweep.dir), len(earlier))
-        if not earlier:
-            return
-        impl.job_idx = len(earlier)  # after OptunaSweeperImpl.setup, which sets it to 0
-        sampler = config.hydra.sweeper.sampler
-        seed = sampler.get("seed")
-        if seed is not None:
-            impl.sampler = instantiate(sampler, seed=int(seed) + len(earlier))
-        running = sum(1 for t in earlier if t.state.name == "RUNNING")
-        left = f", {running} left running by a stopped sweep" if running else ""
-        log.info(
-            "study %s continues after its %d trials%s: sampler seed %s + %d, jobs numbered from %d",
-            impl.study_name,
-            len(earlier),
-            left,
-            seed,
-            len(earlier),
-            len(earlier),
+        self.config = config
+        self.sampler_config = config.hydra.sweeper.sampler  # made again for each trial
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=TellsItsTrial(task_function), config=config
         )
+        make_pruner(self.pruner)  # an unknown pruner or option: one line before anything runs
+        if self.pruner not in (None, "none") and len(self.directions) > 1:
+            raise StudyError("hydra.sweeper.pruner: Optuna prunes single-objective studies only")
 
     def sweep(self, arguments: list[str]) -> None:
-        try:
-            return super().sweep(arguments)
-        finally:
-            self._write_study()
-
-    def _write_study(self) -> None:
-        impl = self.sweeper
-        if impl.storage is None:
-            return
         import optuna
 
-        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-        frame = study.trials_dataframe()
-        path = Path(impl.sweep_dir) / STUDY_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space, fixed = search_space(self.params, arguments)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        url = storage_url(self.storage, sweep_dir)
+        storage = open_storage(url)
+        study = self._open_study(optuna, storage, space, url)
+        dead = fail_dead_trials(study, 4 * self.heartbeat_s)
+        if dead:
+            log.info("trials %s had died (their processes are gone): marked FAIL", dead)
+        refuse_foreign_job_dirs(sweep_dir, study)
+        earlier = len(study.trials)
+        if earlier:
+            log.info("study %s continues after its %d trials (%s)", self.study_name, earlier, url)
+        from mlplab.sweep import STOPPED_BY, THIS_SWEEPS_JOBS
+
+        per_job_dir = _default_subdir(self.config)
+        launched: list[Any] = []
+        try:
+            while len(launched) < self.n_trials and not STOPPED_BY:
+                size = min(self.n_jobs, self.n_trials - len(launched))
+                batch = [self._ask(study, space, sweep_dir) for _ in range(size)]
+                launched += batch
+                jobs = []
+                for trial, values in batch:
+                    job = [*fixed, *(f"{k}={v}" for k, v in values.items())]
+                    job += [f"hydra.sweeper.trial={trial.number}"]
+                    job += [f"hydra.sweeper.storage={_quoted(url)}"]
+                    job += [f"hydra.sweep.subdir={trial.number}"] * per_job_dir
+                    jobs.append(job)
+                    THIS_SWEEPS_JOBS.append(str(trial.number))
+                ids = [trial._trial_id for trial, _ in batch]
+                # The sweep beats for its trials until their jobs beat for themselves: a job
+                # waiting in a SLURM queue is alive while the sweep waiting for it is.
+                with Heartbeat(storage, ids, self.heartbeat_s, only_own=True):
+                    self.launcher.launch(jobs, initial_job_idx=batch[0][0].number)
+                # The launcher returned: its jobs are over, and one that did not tell its
+                # trial how it ended was killed (or never started).
+                self._fail_unended(study, [t for t, _ in batch], "ended without a result")
+        finally:
+            # Stopped (Ctrl-C, SIGTERM, an error): a trial whose process is gone ends as FAIL;
+            # a job that goes on elsewhere (a SLURM job) tells its own trial when it ends.
+            with signals_held():
+                self._fail_unended(study, [t for t, _ in launched], "interrupted", alive_ok=True)
+                self._write_results(study, sweep_dir)
+
+    # -- the study ----------------------------------------------------------------------------
+    def _open_study(self, optuna: Any, storage: Any, space: dict[str, Any], url: str) -> Any:
+        """Create the study, or load it; refuse one made with other directions or another
+        search space (its trials would not be comparable)."""
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=storage,
+                directions=self.directions,
+                pruner=make_pruner(self.pruner),
+                load_if_exists=True,
+            )
+        except ValueError as exc:
+            raise StudyError(f"study {self.study_name} in {url}: {exc}") from None
+        stored = [d.name.lower() for d in study.directions]
+        if stored != self.directions:
+            raise StudyError(
+                f"study {self.study_name} in {url} was made to {' and '.join(stored)}, not to "
+                f"{' and '.join(self.directions)}: keep its direction, or choose another study "
+                "(hydra.sweeper.study_name, hydra.sweeper.storage or hydra.sweep.dir)"
+            )
+        wanted = {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()}
+        made_with = study.user_attrs.get(SEARCH_SPACE)
+        if made_with is None:
+            study.set_user_attr(SEARCH_SPACE, wanted)
+        elif made_with != wanted:
+            changed = sorted(set(made_with) ^ set(wanted)) or sorted(
+                k for k in wanted if made_with[k] != wanted[k]
+            )
+            raise StudyError(
+                f"study {self.study_name} in {url} was made with another search space "
+                f"({', '.join(changed)} changed): its trials would not compare; keep its "
+                "params, or choose another study (hydra.sweeper.study_name, "
+                "hydra.sweeper.storage or hydra.sweep.dir)"
+            )
+        return study
+
+    def _ask(self, study: Any, space: dict[str, Any], sweep_dir: Path) -> tuple[Any, dict]:
+        """A new trial (its number unique in the study, whoever else asks at once), its job
+        dir claimed, and its params sampled by the sampler seeded ``seed + number``."""
+        import optuna
+
+        number = study.ask().number
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        try:
+            study._storage.set_trial_system_attr(trial_id, HEARTBEAT, owner())
+            seed = self.sampler_config.get("seed")
+            extra = {} if seed is None else {"seed": int(seed) + number}
+            study.sampler = instantiate(self.sampler_config, **extra)
+            trial = optuna.trial.Trial(study, trial_id)  # the sampler sees it from the start
+            values = {name: _suggest(trial, name, d) for name, d in space.items()}
+        except BaseException:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+            raise
+        job_dir = sweep_dir / str(number)
+        study._storage.set_trial_user_attr(trial_id, "job_dir", str(job_dir))
+        return trial, {name: _as_override(value) for name, value in values.items()}
+
+    def _fail_unended(
+        self, study: Any, trials: list[Any], status: str, alive_ok: bool = False
+    ) -> None:
+        """Mark FAIL the trials still RUNNING: their jobs ended without telling them (killed,
+        or never started). With ``alive_ok``, not those another living process runs."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        storage = study._storage
+        for trial in trials:
+            frozen = storage.get_trial(trial._trial_id)
+            if frozen.state != TrialState.RUNNING:
+                continue
+            beat = frozen.system_attrs.get(HEARTBEAT, {})
+            others = beat.get("pid") != os.getpid() or beat.get("host") != owner()["host"]
+            if alive_ok and others and alive(beat, 4 * self.heartbeat_s):
+                continue
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "status", status)
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                pass
+
+    def _write_results(self, study: Any, sweep_dir: Path) -> None:
+        """``study.csv`` (every trial of the study) and the best trial, in the sweep dir."""
+        frame = study.trials_dataframe(attrs=_COLUMNS)
+        with atomic_path(sweep_dir / STUDY_FILE) as tmp:
             frame.to_csv(tmp, index=False)
         states = frame["state"].value_counts().to_dict() if len(frame) else {}
         log.info(
             "study %s: %d trials in all (%s): %s",
-            impl.study_name,
+            self.study_name,
             len(frame),
             ", ".join(f"{n} {s.lower()}" for s, n in states.items()),
-            path,
+            sweep_dir / STUDY_FILE,
         )
+        best: dict[str, Any] = {"name": "optuna", "study_name": self.study_name}
+        try:
+            if len(self.directions) == 1:
+                best |= {"best_params": study.best_params, "best_value": study.best_value}
+            else:
+                best["solutions"] = [
+                    {"params": t.params, "values": t.values} for t in study.best_trials
+                ]
+        except ValueError:  # no trial completed yet
+            best["best_value"] = None
+        write_text(sweep_dir / RESULTS_FILE, OmegaConf.to_yaml(OmegaConf.create(best)))
 
 
-def _refuse_taken_job_dirs(sweep_dir: Path, first_job: int) -> None:
-    """A sweep dir may hold the study's earlier jobs (numbered below its trial count), never
-    a job dir the new jobs would write into: that is another sweep's (one writer a dir)."""
+_COLUMNS = (
+    "number",
+    "value",
+    "datetime_start",
+    "datetime_complete",
+    "duration",
+    "params",
+    "user_attrs",
+    "state",
+)
+
+
+# -- the search space -----------------------------------------------------------------------
+def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The distributions of ``hydra.sweeper.params`` and of the command line's sweeps, and the
+    command line's fixed overrides (``key=value``, passed to every job)."""
+    parser = OverridesParser.create()
+    overrides = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    overrides += parser.parse_overrides([a for a in arguments if not a.startswith("hydra.")])
+    space: dict[str, Any] = {}
+    fixed: list[str] = [a for a in arguments if a.startswith("hydra.")]
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            space[key] = _distribution(override)
+            fixed = [f for f in fixed if not f.startswith(f"{key}=")]
+        else:
+            space.pop(key, None)  # a fixed value on the command line wins over the search
+            fixed = [f for f in fixed if not f.startswith(f"{key}=")]
+            fixed.append(f"{key}={override.get_value_element_as_str()}")
+    return space, fixed
+
+
+def _distribution(override: Override) -> Any:
+    from optuna import distributions as d
+
+    value, key = override.value(), override.get_key_element()
+    log_scale = "log" in getattr(value, "tags", set())
+    if isinstance(value, ChoiceSweep):
+        elements = value.list
+        texts = list(override.sweep_string_iterator())
+        choices = [
+            e if e is None or isinstance(e, (bool, int, float, str)) else t
+            for e, t in zip(elements, texts, strict=True)
+        ]
+        return d.CategoricalDistribution(choices)
+    if isinstance(value, IntervalSweep):
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return d.IntDistribution(value.start, value.end, log=log_scale)
+        return d.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if isinstance(value, RangeSweep) and not log_scale:
+        steps = list(override.sweep_iterator())
+        if steps and all(isinstance(s, int) for s in steps):
+            return d.IntDistribution(steps[0], steps[-1], step=int(value.step))
+        if steps:
+            return d.FloatDistribution(steps[0], steps[-1], step=float(value.step))
+    raise StudyError(
+        f"hydra.sweeper.params.{key}: {override.input_line}: use choice(...), interval(a, b), "
+        "range(a, b, step) or tag(log, interval(a, b))"
+    )
+
+
+def _suggest(trial: Any, name: str, distribution: Any) -> Any:
+    from optuna import distributions as d
+
+    if isinstance(distribution, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, d.IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    return trial.suggest_float(
+        name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+    )
+
+
+def _as_override(value: Any) -> str:
+    """A sampled value as the command line writes it: a choice as it was written."""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, bool) or value is None:
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, str):
+        try:  # a plain word, or the text of a list or dict choice: as it is
+            parsed = OverridesParser.create().parse_override(f"key={value}").value()
+            if parsed == value or isinstance(parsed, (list, dict)):
+                return value
+        except Exception:
+            pass
+        return _quoted(value)
+    return str(value)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _default_subdir(config: DictConfig) -> bool:
+    """Whether job dirs are named by Hydra's job number (then they take the trial number)."""
+    sweep = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+    return str(sweep.get("subdir")) == "${hydra.job.num}"
+
+
+def refuse_foreign_job_dirs(sweep_dir: Path, study: Any) -> None:
+    """A sweep dir may hold this study's job dirs (folder ``n`` for trial ``n``), never a job
+    dir that is not one of its trials: another sweep's, which a new trial would overwrite."""
     from mlplab.rundir import RunDirTaken
 
-    taken = sorted(
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    foreign = sorted(
         int(p.parent.name)
         for p in sweep_dir.glob("*/.hydra")
-        if p.parent.name.isdigit() and int(p.parent.name) >= first_job
+        if p.parent.name.isdigit() and int(p.parent.name) not in known
     )
-    if taken:
+    if foreign:
         raise RunDirTaken(
-            f"{sweep_dir} holds job dirs {', '.join(map(str, taken[:5]))} of another sweep, "
-            f"where this study's next jobs (from {first_job}) would go: choose a new "
-            "hydra.sweep.dir (or the study storage those jobs belong to)"
+            f"{sweep_dir} holds job dirs {', '.join(map(str, foreign[:5]))} of another sweep, "
+            "which are no trials of this study: choose a new hydra.sweep.dir (or the study "
+            "storage those jobs belong to)"
         )
-
-
-def _trials(storage: Any, study_name: str | None) -> list[Any]:
-    """The trials already in the stored study; none without storage or before it exists."""
-    if storage is None or study_name is None:
-        return []
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage).trials
-    except KeyError:  # optuna 2.10: no study of that name yet
-        return []
