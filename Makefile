@@ -47,11 +47,12 @@ test-all: $(STAMP)  ## all tests, including slow ones (full MNIST, sweeps, DDP, 
 	$(PYTEST) $(ARGS)
 
 MNIST_DIR ?= $(if $(MLPLAB_TEST_DATA),$(MLPLAB_TEST_DATA)/mnist,data/mnist)
-bench: $(STAMP)  ## mlplab vs a plain loop and Lightning; serving; memory at scale (MNIST_DIR=...)
+bench: $(STAMP)  ## mlplab vs a plain loop and Lightning; serving; memory at scale; pruning (MNIST_DIR=...)
 	$(PY) benchmarks/bench.py --data-dir $(MNIST_DIR) --full-run $(ARGS)
 	$(PY) benchmarks/serving.py --data-dir $(MNIST_DIR)
 	$(PY) benchmarks/table_bench.py
 	$(PY) benchmarks/memory_bench.py
+	$(PY) benchmarks/pruning_bench.py
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check .

@@ -109,3 +109,26 @@ def test_memory_bench_measures_each_size_in_its_own_process():
     # A mid-epoch checkpoint holds the network, the metrics' states and at most 15 batches
     # of 1024 unmeasured outputs (0.8 MB): not the 70 steps (3.6 MB) of the larger table.
     assert all(float(r[3]) < 1.2 for r in rows), result.stdout
+
+
+@pytest.mark.slow
+def test_pruning_bench_runs_one_search_with_and_without_the_median_pruner():
+    result = subprocess.run(
+        [
+            sys.executable, "benchmarks/pruning_bench.py", "--trials", "4", "--epochs", "3",
+            "--startup", "1", "--args", "debug=smoke",
+        ],
+        cwd=PROJECT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {
+        pruner: (int(pruned), int(epochs))
+        for pruner, pruned, epochs in re.findall(
+            r"^\| (none|median) \| 4 \| (\d+) \| (\d+) \|", result.stdout, re.M
+        )
+    }
+    assert set(rows) == {"none", "median"}, result.stdout
+    assert rows["none"] == (0, 12)  # 4 trials of 3 epochs, none pruned
+    pruned, epochs = rows["median"]
+    assert (epochs < 12) == (pruned > 0)  # a pruned trial trains fewer epochs
+    assert "median / none:" in result.stdout

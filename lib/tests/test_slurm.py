@@ -19,9 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from mlplab.slurm import slurm_command
+from mlplab.studies import open_storage
 from mlplab.testing import PROJECT, comparable, run_python
 
 pytestmark = pytest.mark.slow  # each test queues real SLURM jobs: 10 s to a minute
@@ -166,8 +169,8 @@ class Queue:
             *overrides,
             f"hydra.sweep.dir={sweep_dir}",
         ]
-        self.out = self.tmp_path / f"{self.name}.out"
-        self.err = self.tmp_path / f"{self.name}.err"
+        stem = f"{self.name}-{len(self.processes)}"  # each sweep's output apart
+        self.out, self.err = self.tmp_path / f"{stem}.out", self.tmp_path / f"{stem}.err"
         with self.out.open("w") as out, self.err.open("w") as err:
             self.processes.append(
                 subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=err, text=True)
@@ -398,3 +401,41 @@ def test_a_job_sbatch_refuses_fails_the_sweep_in_one_line_naming_sbatchs_error(q
     (line,) = done.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: submitit could not start the jobs: FailedJobError: sbatch: ")
     assert "Traceback" not in done.stderr
+
+
+def test_two_sweeps_on_slurm_share_one_study_and_prune_through_its_storage(queue, tmp_path):
+    """Two SLURM allocations sharing a file system: two sweeps started at once, each with
+    its own sweep dir, run one study stored in one journal file; each submits its trials as
+    a job array, and the jobs report to, are pruned by, and tell their trials through it."""
+    journal = tmp_path / "shared" / "study.journal"
+    study = [
+        "debug=smoke", "hparams_search=optuna", "trainer.max_epochs=3",
+        "hydra.launcher.cpus_per_task=1", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
+        f"hydra.sweeper.storage={journal}",
+        "hydra.sweeper.pruner={name:median,n_startup_trials:1}",
+    ]  # fmt: skip
+    sweeps = [queue.start(*study, sweep_dir=tmp_path / name) for name in ("a", "b")]
+    outputs = []
+    for process, stem in zip(sweeps, ("-0", "-1"), strict=True):
+        queue.wait(process)
+        outputs.append((tmp_path / f"{queue.name}{stem}.err").read_text())
+        assert process.returncode == 0, outputs[-1][-3000:]
+    found = optuna.load_study(study_name="mlplab_optuna", storage=open_storage(str(journal)))
+    trials = found.get_trials()
+    assert [t.number for t in trials] == list(range(6))  # no number twice
+    jobs = {name: sorted(p.name for p in (tmp_path / name).iterdir() if p.name.isdigit())
+            for name in ("a", "b")}  # fmt: skip
+    assert sorted(jobs["a"] + jobs["b"], key=int) == [str(n) for n in range(6)]  # no dir twice
+    for trial in trials:
+        (job_dir,) = [
+            tmp_path / n / str(trial.number) for n in jobs if str(trial.number) in jobs[n]
+        ]
+        assert trial.user_attrs["job_dir"] == str(job_dir)
+        assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+        assert len(trial.intermediate_values) == metrics["epochs_trained"]
+        assert ("pruned" in metrics) == (trial.state == TrialState.PRUNED)
+    for name in ("a", "b"):  # each sweep's trials ran as one SLURM job array
+        logs = sorted((tmp_path / name / ".submitit").glob("*_*/*_0_log.out"))
+        assert len(logs) == 3 and len({p.parent.name.split("_")[0] for p in logs}) == 1
+        assert all("Starting with JobEnvironment(job_id=" in p.read_text() for p in logs)
