@@ -18,6 +18,7 @@
   (the best trial) are written in the sweep dir.
 """
 
+import json
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mlplab.rundir import atomic_path, write_text
+from mlplab.rundir import RunDirTaken, atomic_path, write_text
 from mlplab.studies import (
     HEARTBEAT,
     Heartbeat,
@@ -166,12 +167,15 @@ class StudySweeper(Sweeper):
         from mlplab.sweep import STOPPED_BY, THIS_SWEEPS_JOBS
 
         per_job_dir = _default_subdir(self.config)
+        write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's
         launched: list[Any] = []
         try:
             while len(launched) < self.n_trials and not STOPPED_BY:
                 size = min(self.n_jobs, self.n_trials - len(launched))
-                batch = [self._ask(study, space, sweep_dir) for _ in range(size)]
-                launched += batch
+                batch: list[Any] = []
+                for _ in range(size):  # each trial counts as launched once asked
+                    batch.append(self._ask(study, space, sweep_dir, per_job_dir))
+                    launched.append(batch[-1])
                 jobs = []
                 for trial, values in batch:
                     job = [*fixed, *(f"{k}={v}" for k, v in values.items())]
@@ -199,16 +203,22 @@ class StudySweeper(Sweeper):
     def _open_study(self, optuna: Any, storage: Any, space: dict[str, Any], url: str) -> Any:
         """Create the study, or load it; refuse one made with other directions or another
         search space (its trials would not be comparable)."""
-        try:
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=storage,
-                directions=self.directions,
-                pruner=make_pruner(self.pruner),
-                load_if_exists=True,
-            )
-        except ValueError as exc:
-            raise StudyError(f"study {self.study_name} in {url}: {exc}") from None
+        from optuna.distributions import distribution_to_json
+
+        pruner = make_pruner(self.pruner)
+        try:  # an existing study is only read: a refused sweep leaves it as it was
+            study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner)
+        except KeyError:
+            try:  # (another sweep may create it at the same moment: then this one loads it)
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=storage,
+                    directions=self.directions,
+                    pruner=pruner,
+                    load_if_exists=True,
+                )
+            except ValueError as exc:
+                raise StudyError(f"study {self.study_name} in {url}: {exc}") from None
         stored = [d.name.lower() for d in study.directions]
         if stored != self.directions:
             raise StudyError(
@@ -216,7 +226,7 @@ class StudySweeper(Sweeper):
                 f"{' and '.join(self.directions)}: keep its direction, or choose another study "
                 "(hydra.sweeper.study_name, hydra.sweeper.storage or hydra.sweep.dir)"
             )
-        wanted = {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()}
+        wanted = {k: json.loads(distribution_to_json(d)) for k, d in space.items()}
         made_with = study.user_attrs.get(SEARCH_SPACE)
         if made_with is None:
             study.set_user_attr(SEARCH_SPACE, wanted)
@@ -232,9 +242,13 @@ class StudySweeper(Sweeper):
             )
         return study
 
-    def _ask(self, study: Any, space: dict[str, Any], sweep_dir: Path) -> tuple[Any, dict]:
+    def _ask(
+        self, study: Any, space: dict[str, Any], sweep_dir: Path, claim: bool
+    ) -> tuple[Any, dict]:
         """A new trial (its number unique in the study, whoever else asks at once), its job
-        dir claimed, and its params sampled by the sampler seeded ``seed + number``."""
+        dir claimed (``claim``: folder ``n`` of the sweep dir, made here, so that no other
+        sweep's job can have it), and its params sampled by the sampler seeded
+        ``seed + number``."""
         import optuna
 
         number = study.ask().number
@@ -246,11 +260,19 @@ class StudySweeper(Sweeper):
             study.sampler = instantiate(self.sampler_config, **extra)
             trial = optuna.trial.Trial(study, trial_id)  # the sampler sees it from the start
             values = {name: _suggest(trial, name, d) for name, d in space.items()}
+            if claim:
+                job_dir = sweep_dir / str(number)
+                try:
+                    job_dir.mkdir(parents=True)
+                except FileExistsError:
+                    raise RunDirTaken(
+                        f"{job_dir}, the job dir of trial {number}, is another sweep's: "
+                        "choose a new hydra.sweep.dir"
+                    ) from None
+                study._storage.set_trial_user_attr(trial_id, "job_dir", str(job_dir))
         except BaseException:
             study.tell(number, state=optuna.trial.TrialState.FAIL)
             raise
-        job_dir = sweep_dir / str(number)
-        study._storage.set_trial_user_attr(trial_id, "job_dir", str(job_dir))
         return trial, {name: _as_override(value) for name, value in values.items()}
 
     def _fail_unended(
@@ -408,8 +430,6 @@ def _default_subdir(config: DictConfig) -> bool:
 def refuse_foreign_job_dirs(sweep_dir: Path, study: Any) -> None:
     """A sweep dir may hold this study's job dirs (folder ``n`` for trial ``n``), never a job
     dir that is not one of its trials: another sweep's, which a new trial would overwrite."""
-    from mlplab.rundir import RunDirTaken
-
     known = {t.number for t in study.get_trials(deepcopy=False)}
     foreign = sorted(
         int(p.parent.name)
