@@ -1,16 +1,16 @@
-"""What pruning saves: one Optuna search run twice, with the median pruner and without.
+"""What pruning saves: one Optuna search run with each pruner, and without one.
 
 The search of ``hparams_search=optuna`` (TPE, seed 42: optimizer, lr, dropout, weight decay,
 widths) on the bundled digits, ``--trials`` trials of at most ``--epochs`` epochs each (early
 stopping as configured), run as a user runs it::
 
-    python train.py -m hparams_search=optuna hydra.sweeper.pruner=median|none ...
+    python train.py -m hparams_search=optuna hydra.sweeper.pruner=<each of --pruners> ...
 
 Each sweep runs in its own process, one after the other, on all the cores. The table gives
 the epochs trained (summed over the trials, from each job's metrics.json), the sweep's wall
 time, the best val accuracy of the study and the pruned trials.
 
-    python benchmarks/pruning_bench.py [--trials 24] [--epochs 20]
+    python benchmarks/pruning_bench.py [--trials 24] [--epochs 20] [--pruners none median ...]
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRUNERS = ("none", "median")
+# hydra.sweeper.pruner of each sweep: none, Optuna's median and hyperband pruners with their
+# defaults, and the median pruner judging from the third trial on (its default: the sixth).
+PRUNERS = ("none", "median", "{name:median,n_startup_trials:2}", "hyperband")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=20, help="at most, per trial")
-    parser.add_argument("--startup", type=int, default=5, help="trials before any is pruned")
+    parser.add_argument("--pruners", nargs="+", default=PRUNERS, help="none first")
     parser.add_argument("--args", nargs="*", default=[], help="more overrides for both sweeps")
     return parser.parse_args()
 
 
 def run_sweep(pruner: str, args: argparse.Namespace, sweep_dir: Path) -> dict:
-    # The median pruner with Optuna's defaults but for its startup trials.
-    spec = f"{{name:median,n_startup_trials:{args.startup}}}" if pruner == "median" else pruner
     command = [
         sys.executable, "train.py", "-m", "hparams_search=optuna",
-        f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.pruner={spec}",
+        f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.pruner={pruner}",
         f"trainer.max_epochs={args.epochs}", "logger=csv", "trainer.enable_progress_bar=false",
         *args.args, f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
@@ -64,24 +64,23 @@ def run_sweep(pruner: str, args: argparse.Namespace, sweep_dir: Path) -> dict:
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_sweep(p, args, Path(tmp) / p) for p in PRUNERS]
-    none, median = rows
-    print(
-        f"{args.trials} trials, at most {args.epochs} epochs each, TPE seed 42; median pruner: "
-        f"Optuna's defaults, {args.startup} startup trials\n"
-    )
+        rows = [run_sweep(p, args, Path(tmp) / str(i)) for i, p in enumerate(args.pruners)]
+    print(f"{args.trials} trials, at most {args.epochs} epochs each, TPE seed 42\n")
     print("| pruner | trials | pruned | epochs trained | wall s | best val acc |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['pruner']} | {r['trials']} | {r['pruned']} | {r['epochs']} | "
+            f"| `{r['pruner']}` | {r['trials']} | {r['pruned']} | {r['epochs']} | "
             f"{r['wall_s']:.0f} | {100 * r['best']:.2f}% |"
         )
-    print(
-        f"\nmedian / none: {median['epochs'] / none['epochs']:.0%} of the epochs, "
-        f"{median['wall_s'] / none['wall_s']:.0%} of the wall time, best val accuracy "
-        f"{100 * (median['best'] - none['best']):+.2f} points"
-    )
+    none = rows[0]
+    print()
+    for r in rows[1:]:
+        print(
+            f"{r['pruner']} / {none['pruner']}: {r['epochs'] / none['epochs']:.0%} of the epochs, "
+            f"{r['wall_s'] / none['wall_s']:.0%} of the wall time, best val accuracy "
+            f"{100 * (r['best'] - none['best']):+.2f} points"
+        )
 
 
 if __name__ == "__main__":

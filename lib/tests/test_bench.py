@@ -116,7 +116,7 @@ def test_pruning_bench_runs_one_search_with_and_without_the_median_pruner():
     result = subprocess.run(
         [
             sys.executable, "benchmarks/pruning_bench.py", "--trials", "4", "--epochs", "3",
-            "--startup", "1", "--args", "debug=smoke",
+            "--pruners", "none", "{name:median,n_startup_trials:1}", "--args", "debug=smoke",
         ],
         cwd=PROJECT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -124,11 +124,11 @@ def test_pruning_bench_runs_one_search_with_and_without_the_median_pruner():
     rows = {
         pruner: (int(pruned), int(epochs))
         for pruner, pruned, epochs in re.findall(
-            r"^\| (none|median) \| 4 \| (\d+) \| (\d+) \|", result.stdout, re.M
+            r"^\| `(none|\{name:median.*\})` \| 4 \| (\d+) \| (\d+) \|", result.stdout, re.M
         )
     }
-    assert set(rows) == {"none", "median"}, result.stdout
+    assert set(rows) == {"none", "{name:median,n_startup_trials:1}"}, result.stdout
     assert rows["none"] == (0, 12)  # 4 trials of 3 epochs, none pruned
-    pruned, epochs = rows["median"]
+    pruned, epochs = rows["{name:median,n_startup_trials:1}"]
     assert (epochs < 12) == (pruned > 0)  # a pruned trial trains fewer epochs
-    assert "median / none:" in result.stdout
+    assert "{name:median,n_startup_trials:1} / none:" in result.stdout
