@@ -36,6 +36,14 @@ def sweep_command(*args: str, sweep_dir: Path) -> list[str]:
     return [sys.executable, "train.py", "-m", *STUDY, *args, f"hydra.sweep.dir={sweep_dir}"]
 
 
+def start_sweep(*args: str, sweep_dir: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        sweep_command(*args, sweep_dir=sweep_dir),
+        cwd=PROJECT, env={**os.environ, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def sweep(*args: str, sweep_dir: Path) -> subprocess.CompletedProcess:
     return run_python(*sweep_command(*args, sweep_dir=sweep_dir)[1:], timeout=900)
 
@@ -220,13 +228,10 @@ def test_optuna_dashboard_serves_a_sweeps_study(pruned_sweep):
 # -- two sweeps, one study -----------------------------------------------------------------
 def test_two_sweeps_started_at_once_share_one_study_without_sharing_a_trial(tmp_path):
     """Two terminals, the same command: one study in one sweep dir, each trial run once."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = sweep_command("hydra.sweeper.n_trials=2", sweep_dir=tmp_path)
     both = [
-        subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        start_sweep("hydra.sweeper.n_trials=2", sweep_dir=tmp_path, OMP_NUM_THREADS="1")
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     for process in both:
         _, err = process.communicate(timeout=900)
         assert process.returncode == 0, err[-3000:]
@@ -250,10 +255,7 @@ LONG = ["data.batch_size=16", "trainer.max_epochs=3", "trainer.limit_train_batch
 
 @pytest.mark.slow
 def test_a_stopped_sweep_keeps_the_finished_jobs_value_and_fails_the_interrupted_one(tmp_path):
-    process = subprocess.Popen(
-        sweep_command("hydra.sweeper.n_trials=3", *LONG, sweep_dir=tmp_path),
-        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = start_sweep("hydra.sweeper.n_trials=3", *LONG, sweep_dir=tmp_path)
     wait_for(tmp_path / "1" / "checkpoints" / "last.ckpt", process)  # job 0 has finished
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=900)
@@ -268,10 +270,7 @@ def test_a_stopped_sweep_keeps_the_finished_jobs_value_and_fails_the_interrupted
 
 @pytest.mark.slow
 def test_a_trial_whose_sweep_was_killed_is_failed_when_the_study_continues(tmp_path):
-    process = subprocess.Popen(
-        sweep_command("hydra.sweeper.n_trials=2", *LONG, sweep_dir=tmp_path),
-        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = start_sweep("hydra.sweeper.n_trials=2", *LONG, sweep_dir=tmp_path)
     wait_for(tmp_path / "0" / "checkpoints" / "last.ckpt", process)
     process.kill()  # no handler runs: the trial is left RUNNING
     process.communicate(timeout=60)
