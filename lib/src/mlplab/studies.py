@@ -7,7 +7,7 @@ memory. The sweeper (:mod:`hydra_plugins.mlplab_studies.study_sweeper`) gives ea
 or submitit launcher runs (on this machine or another) does two things itself:
 
 - it reports the optimized metric at each validation, and stops when the pruner says so
-  (:class:`TrialReporting`);
+  (:class:`mlplab.pruning.TrialReporting`);
 - it tells its trial how it ended (:class:`TellsItsTrial`): its value, PRUNED, or FAIL.
 
 A finished job's value therefore reaches the study even when the sweep stops right after it.
@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.errors import MlplabError
+from mlplab.errors import MlplabError, RunInterrupted
 
 JOURNAL_FILE = "optuna.journal"  # the study's default storage, in the sweep dir
 HEARTBEAT = "mlplab:heartbeat"  # a trial's system attr: who runs it, and when it last said so
@@ -131,19 +131,28 @@ def alive(beat: dict[str, Any], grace_s: float) -> bool:
 
 def fail_dead_trials(study: Any, grace_s: float) -> list[int]:
     """Mark FAIL each RUNNING trial whose process died (see :func:`alive`); their numbers."""
+    from optuna.trial import TrialState
+
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(HEARTBEAT)
+        dead = beat is not None and not alive(beat, grace_s)
+        if dead and fail_trial(study._storage, trial._trial_id, "died"):
+            failed.append(trial.number)
+    return failed
+
+
+def fail_trial(storage: Any, trial_id: int, status: str) -> bool:
+    """Mark a RUNNING trial FAIL, saying why (its user attr ``status``); False if it had
+    ended already (its job told it, or another process failed it first)."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage, failed = study._storage, []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.system_attrs.get(HEARTBEAT)
-        if beat is None or alive(beat, grace_s):
-            continue
-        with contextlib.suppress(UpdateFinishedTrialError):  # another process was first
-            storage.set_trial_user_attr(trial._trial_id, "status", "died")
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                failed.append(trial.number)
-    return failed
+    try:
+        storage.set_trial_user_attr(trial_id, "status", status)
+        return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
 
 
 class Heartbeat:
@@ -251,15 +260,14 @@ class JobTrial:
         return self._end(state, status, values)
 
     def tell_stopped(self, error: BaseException, output_dir: Path, metric: str | None) -> str:
-        """Tell the trial that its job raised ``error``: FAIL (``interrupted`` after Ctrl-C
-        or SIGTERM), unless the job had finished (its metrics.json written) before it."""
+        """Tell the trial that its job raised ``error``: as its job dir says (:meth:`tell`),
+        when the job recorded how it ended (its metrics.json, or failure.json, before the
+        error); else FAIL, ``interrupted`` after Ctrl-C or SIGTERM."""
         from optuna.trial import TrialState
 
-        if (output_dir / "metrics.json").is_file() and not (output_dir / "failure.json").exists():
+        if any((output_dir / name).is_file() for name in ("metrics.json", "failure.json")):
             return self.tell(None, output_dir, metric)
-        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit)) or type(
-            error
-        ).__name__ in ("RunInterrupted", "JobRequeued")
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit, RunInterrupted))
         return self._end(TrialState.FAIL, "interrupted" if interrupted else "failed", None)
 
     def _end(self, state: Any, status: str, values: list[float] | None) -> str:

@@ -43,6 +43,7 @@ from mlplab.studies import (
     TellsItsTrial,
     alive,
     fail_dead_trials,
+    fail_trial,
     make_pruner,
     open_storage,
     owner,
@@ -144,7 +145,7 @@ class StudySweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=TellsItsTrial(task_function), config=config
         )
-        make_pruner(self.pruner)  # an unknown pruner or option: one line before anything runs
+        self.optuna_pruner = make_pruner(self.pruner)  # a bad one: one line before any job
         if self.pruner not in (None, "none") and len(self.directions) > 1:
             raise StudyError("hydra.sweeper.pruner: Optuna prunes single-objective studies only")
 
@@ -205,7 +206,7 @@ class StudySweeper(Sweeper):
         search space (its trials would not be comparable)."""
         from optuna.distributions import distribution_to_json
 
-        pruner = make_pruner(self.pruner)
+        pruner = self.optuna_pruner
         try:  # an existing study is only read: a refused sweep leaves it as it was
             study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner)
         except KeyError:
@@ -251,8 +252,8 @@ class StudySweeper(Sweeper):
         ``seed + number``."""
         import optuna
 
-        number = study.ask().number
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        asked = study.ask()
+        number, trial_id = asked.number, asked._trial_id
         try:
             study._storage.set_trial_system_attr(trial_id, HEARTBEAT, owner())
             seed = self.sampler_config.get("seed")
@@ -280,7 +281,6 @@ class StudySweeper(Sweeper):
     ) -> None:
         """Mark FAIL the trials still RUNNING: their jobs ended without telling them (killed,
         or never started). With ``alive_ok``, not those another living process runs."""
-        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         storage = study._storage
@@ -292,11 +292,7 @@ class StudySweeper(Sweeper):
             others = beat.get("pid") != os.getpid() or beat.get("host") != owner()["host"]
             if alive_ok and others and alive(beat, 4 * self.heartbeat_s):
                 continue
-            try:
-                storage.set_trial_user_attr(trial._trial_id, "status", status)
-                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                pass
+            fail_trial(storage, trial._trial_id, status)
 
     def _write_results(self, study: Any, sweep_dir: Path) -> None:
         """``study.csv`` (every trial of the study) and the best trial, in the sweep dir."""
