@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -193,13 +194,131 @@ def test_no_entry_point_builds_from_a_stored_config(finished_run, tmp_path, comm
     assert not target.exists()
 
 
+# Callables of each trusted package that a tampered config could name: each would run (write a
+# file, unpickle, train, load a checkpoint with weights_only=False) if it were built.
+CALLABLES = {
+    "mlplab-function": lambda target: {
+        "_target_": "mlplab.rundir.write_text",
+        "path": str(target),
+        "text": "written by the checkpoint",
+    },
+    "torch-function": lambda target: {
+        "_target_": "torch.serialization.load",
+        "f": str(target),
+        "weights_only": False,
+    },
+    "lightning-function": lambda target: {
+        "_target_": "lightning.fabric.utilities.cloud_io._load",
+        "path_or_url": str(target),
+    },
+    "torchmetrics-function": lambda target: {
+        "_target_": "torchmetrics.functional.accuracy",
+        "preds": [0],
+        "target": [0],
+    },
+    "project-function": lambda target: {
+        "_target_": "mnist_mlp.train.train",
+        "cfg": {"output_dir": str(target)},
+    },
+    "classmethod": lambda target: {
+        "_target_": "mnist_mlp.module.Classifier.load_from_checkpoint",
+        "checkpoint_path": str(target),
+        "weights_only": False,
+    },
+    "class-of-no-kind": lambda target: {
+        "_target_": "mlplab.rundir.OneWriterPerRunDir",
+        "command": str(target),
+    },
+}
+
+
+def _evil_pickle(path: Path) -> None:
+    """A checkpoint-like file whose unpickling would create ``path.with_suffix('.ran')``."""
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (path.with_suffix(".ran"),))
+
+    torch.save({"payload": Payload()}, path)
+
+
+@pytest.mark.parametrize("callable_", list(CALLABLES))
+def test_a_stored_config_builds_no_function_of_a_trusted_package(finished_run, tmp_path, callable_):
+    from mlplab.errors import CheckpointError
+    from mlplab.trained import load_trained
+
+    target = tmp_path / "target.ckpt"
+    _evil_pickle(target)
+    path = tampered(finished_run, tmp_path, "data.augment", CALLABLES[callable_](target))
+    with pytest.raises(CheckpointError, match=r"names data\.augment\._target_=.*refused") as err:
+        load_trained(path)
+    assert "\n" not in str(err.value)
+    assert not target.with_suffix(".ran").exists() and not (tmp_path / "written").exists()
+
+
+def test_the_trainer_reads_checkpoints_as_data_whatever_it_is_asked(tmp_path):
+    path = tmp_path / "pickled.ckpt"
+    _evil_pickle(path)
+    with pytest.raises(pickle.UnpicklingError):  # Lightning asks weights_only=False for URLs
+        AtomicCheckpointIO().load_checkpoint(path, weights_only=False)
+    assert not path.with_suffix(".ran").exists()
+
+
+def test_eval_refuses_a_trusted_function_through_the_cli(finished_run, tmp_path):
+    target = tmp_path / "created-by-the-checkpoint"
+    path = tampered(finished_run, tmp_path, "module.net", CALLABLES["mlplab-function"](target))
+    assert_refused(["eval.py"], "ckpt_path", path, "module.net", tmp_path / "out")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "said"),
+    [
+        ("model.weights_only", False, "switches a safety off"),
+        ("data.allow_pickle", True, "switches a safety off"),
+        ("model.activation", "${oc.env:HOME}", "an interpolation"),
+        ("data.name", "${project:train.train}", "an interpolation"),
+    ],
+)
+def test_a_stored_config_switches_no_safety_off(finished_run, tmp_path, where, value, said):
+    from mlplab.errors import CheckpointError
+    from mlplab.trained import load_trained
+
+    path = tampered(finished_run, tmp_path, where, value)
+    with pytest.raises(CheckpointError, match=f"{said}.*refused, nothing was built"):
+        load_trained(path)
+
+
+def test_what_the_config_groups_build_is_allowed(finished_run):
+    """Every target of every option of conf/ (and a secret from the environment) passes the
+    stored-config check: the rule refuses what a tampered file adds, never what mlplab wrote."""
+    import yaml
+
+    from mlplab.stored import check_targets
+
+    targets = set()
+    for path in (PROJECT / "conf").rglob("*.yaml"):
+        text = path.read_text().replace("${project:", "mnist_mlp.").replace("}", "")
+        for line in text.splitlines():
+            if "_target_:" in line and not line.lstrip().startswith("#"):
+                targets.add(line.split("_target_:")[1].split("#")[0].strip().rstrip(","))
+    targets -= {t for t in targets if t.startswith("mlplab.") and "hydra" in t}
+    hydra_callbacks = yaml.safe_load((PROJECT / "conf" / "train.yaml").read_text())["hydra"]
+    hydra_callbacks = {c["_target_"] for c in hydra_callbacks["callbacks"].values()}
+    built = sorted(t for t in targets if t and t not in hydra_callbacks and "," not in t)
+    assert len(built) > 40, built
+    for target in built:
+        check_targets({"x": {"_target_": target}}, "test")
+    check_targets({"logger": {"api_key": "${oc.env:WANDB_API_KEY}"}}, "test")
+
+
 def test_a_users_own_package_is_trusted_once_declared(finished_run, tmp_path):
     from mlplab.stored import check_targets, trust_packages
 
-    config = {"callbacks": {"mine": {"_target_": "my_project.MyCallback"}}}
-    with pytest.raises(Exception, match=r"my_project\.MyCallback"):
+    config = {"callbacks": {"mine": {"_target_": "fault_points.PauseAt"}}}  # lib/tests' own
+    with pytest.raises(Exception, match=r"fault_points\.PauseAt, outside the packages"):
         check_targets(config, "test")
-    trust_packages(["my_project"])
+    trust_packages(["fault_points"])
     try:
         check_targets(config, "test")
     finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from mlplab import buildable
 from torch import Tensor
 
 
+@buildable  # a stored config may build it: an augmentation, not an nn.Module
 class RandomShift:
     """Translate each image by its own random offset of up to ``max_shift`` pixels.
 

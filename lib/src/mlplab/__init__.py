@@ -8,6 +8,10 @@ __version__ = "0.2.0"
 def __getattr__(name: str) -> Any:
     # ``mlplab.predict(checkpoint, data)``, imported when first used: ``import mlplab`` stays
     # light (the command lines check their config before torch loads).
+    if name == "buildable":
+        from mlplab.instantiate import buildable
+
+        return buildable
     if name == "predict":
         from mlplab.prediction import predict
 

@@ -280,7 +280,14 @@ def remove_stale_parts(folder: Path) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: the checkpoint goes to a temporary file in
     the same folder, is flushed to disk (fsync) and renamed over the old one. A kill, a crash
-    or a full disk during the write leaves the previous checkpoint as it was."""
+    or a full disk during the write leaves the previous checkpoint as it was. It reads
+    checkpoints with ``weights_only=True`` whatever Lightning asks (Lightning asks for
+    ``False`` for a URL): a checkpoint is data and never runs code when the Trainer loads it."""
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None

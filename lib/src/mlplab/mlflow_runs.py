@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mlplab.errors import TrackingError
+from mlplab.instantiate import buildable
 from mlplab.tracking import SUMMARY_KEYS, run_name_from_overrides, sweep_group
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(STORE_FILE).resolve()}"
 
 
+@buildable
 def mlflow_logger(
     experiment_name: str = "mlplab",
     tracking_uri: str | None = None,

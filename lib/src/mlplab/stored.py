@@ -4,7 +4,9 @@ code, and the run config stored in it, checked before anything is built from it.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import project_packages
 from mlplab.errors import CheckpointError
+from mlplab.instantiate import is_buildable
 
 # What mlplab adds to a Lightning checkpoint (written by mlplab.checkpoints).
 CONFIG_KEY = "mlplab_config"
@@ -56,7 +59,40 @@ UNSAFE_TARGETS = (
     "torch.ops.load_library",
     "torch.classes.load_library",
 )
+# Arguments that switch a safety off, with their one safe value: a stored config never sets
+# another (``weights_only=False`` is how a pickle runs code).
+SAFE_VALUES = {"weights_only": True, "allow_pickle": False, "trust_remote_code": False}
+# The one interpolation a stored config keeps: a secret read from the environment.
+ENV_SECRET = re.compile(r"\$\{oc\.env:[A-Za-z_][A-Za-z0-9_]*\}")
 _trusted: list[str] = []
+
+
+def built_kinds() -> tuple[type, ...]:
+    """The kinds of class the config groups build, and so all a stored config may build:
+    networks, losses and augmentations (``nn.Module``), optimizers and schedulers (as
+    partials), metrics, LightningModules and data modules, callbacks, loggers, profilers,
+    checkpoint IO and the Trainer."""
+    import lightning as L
+    import torchmetrics
+    from lightning.fabric.plugins import CheckpointIO
+    from lightning.pytorch.loggers import Logger
+    from lightning.pytorch.profilers import Profiler
+    from torch import nn, optim
+
+    return (
+        nn.Module,
+        optim.Optimizer,
+        optim.lr_scheduler.LRScheduler,
+        optim.lr_scheduler.ReduceLROnPlateau,
+        torchmetrics.Metric,
+        L.LightningModule,
+        L.LightningDataModule,
+        L.Callback,
+        Logger,
+        Profiler,
+        CheckpointIO,
+        L.Trainer,
+    )
 
 
 def trust_packages(packages: Any, config: Any = None) -> None:
@@ -69,17 +105,24 @@ def trust_packages(packages: Any, config: Any = None) -> None:
 
 def _targets(config: Any) -> Iterator[str]:
     """Every ``_target_`` in ``config`` (unresolved: a target is a plain string)."""
+    for _, name, value in _nodes(config):
+        if name == "_target_" and isinstance(value, str):
+            yield value
+
+
+def _nodes(config: Any, key: str = "") -> Iterator[tuple[str, str, Any]]:
+    """Each ``(path, name, value)`` of ``config``'s tree (unresolved), depth first."""
     if OmegaConf.is_config(config):
         config = OmegaConf.to_container(config, resolve=False)
     if isinstance(config, dict):
         for name, value in config.items():
-            if name == "_target_" and isinstance(value, str):
-                yield value
-            else:
-                yield from _targets(value)
+            where = f"{key}.{name}" if key else str(name)
+            yield where, str(name), value
+            yield from _nodes(value, where)
     elif isinstance(config, list):
-        for value in config:
-            yield from _targets(value)
+        for i, value in enumerate(config):
+            yield f"{key}[{i}]", "", value
+            yield from _nodes(value, f"{key}[{i}]")
 
 
 def renamed_project(config: dict[str, Any], written_by: Any) -> dict[str, Any]:
@@ -108,34 +151,83 @@ def _with_targets_renamed(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def check_targets(config: Any, source: str, key: str = "") -> None:
-    """Refuse, in one line naming the key and the target, any ``_target_`` in ``config`` (a
-    config read from ``source``) outside the trusted packages, before anything is built."""
-    if OmegaConf.is_config(config):
-        config = OmegaConf.to_container(config, resolve=False)
-    if isinstance(config, dict):
-        for name, value in config.items():
-            where = f"{key}.{name}" if key else str(name)
-            if name == "_target_":
-                _check_target(str(value), source, where)
-            else:
-                check_targets(value, source, where)
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            check_targets(value, source, f"{key}[{i}]")
+def check_targets(config: Any, source: str) -> None:
+    """Refuse, in one line naming the key, anything in ``config`` (a config read from
+    ``source``) that could run code other than building the run's parts: a ``_target_``
+    outside the trusted packages or not of a built kind (:func:`built_kinds`, or marked
+    :func:`mlplab.buildable`), an argument that switches a safety off (:data:`SAFE_VALUES`), or an
+    interpolation (a stored config is resolved; only a secret's ``${oc.env:NAME}`` stays)."""
+    for where, name, value in _nodes(config):
+        if name == "_target_":
+            _check_target(value, source, where)
+        elif name in SAFE_VALUES and value != SAFE_VALUES[name]:
+            raise CheckpointError(
+                f"{source} sets {where}={str(value)[:40]}, which switches a safety off (only "
+                f"{name}={SAFE_VALUES[name]} is allowed): refused, nothing was built"
+            )
+        elif isinstance(value, str) and "${" in value and not _secret_from_env(name, value):
+            raise CheckpointError(
+                f"{source} holds an interpolation at {where} ({_shown(value)}), which a stored "
+                "(resolved) config never has: refused, nothing was built"
+            )
 
 
-def _check_target(target: str, source: str, key: str) -> None:
+def _secret_from_env(name: str, value: str) -> bool:
+    from mlplab.secrets import is_secret_name
+
+    return (
+        is_secret_name(name)
+        and re.fullmatch(r"\$\{oc\.env:[A-Za-z_][A-Za-z0-9_]*\}", value) is not None
+    )
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _located(target: str) -> Any:
+    """The object ``target`` (``package.module.Name``) names, as Hydra would find it."""
+    parts = target.split(".")
+    for end in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:end]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[end:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ModuleNotFoundError(target)
+
+
+def _check_target(target: Any, source: str, key: str) -> None:
     packages = (*BUILT_IN_PACKAGES, *project_packages(), *_trusted)
-    root = target.split(".")[0]
+    target = str(target)
     unsafe = any(target == t or target.startswith(t + ".") for t in UNSAFE_TARGETS)
-    if root in packages and not unsafe:
+    if target.split(".")[0] not in packages or unsafe:
+        raise CheckpointError(
+            f"{source} names {key}={_shown(target)}, outside the packages a stored config may "
+            f"build from ({', '.join(packages)}; add your own with trusted_packages=[...]): "
+            "refused, nothing was built"
+        )
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:
+        raise CheckpointError(
+            f"{source} names {key}={_shown(target)}, which does not exist in this environment: "
+            "refused, nothing was built"
+        ) from None
+    if inspect.isclass(obj) and issubclass(obj, built_kinds()):
         return
-    shown = target if len(target) <= 80 else target[:77] + "..."
+    if is_buildable(obj):
+        return
+    kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "value"
     raise CheckpointError(
-        f"{source} names {key}={shown}, outside the packages a stored config may build from "
-        f"({', '.join(packages)}; add your own with trusted_packages=[...]): refused, nothing "
-        "was built"
+        f"{source} names {key}={_shown(target)}, a {kind} that no config group builds (a stored "
+        "config builds only networks, losses, optimizers, schedulers, metrics, modules, data "
+        "modules, callbacks, loggers and what is marked @mlplab.buildable): refused, "
+        "nothing was built"
     )
 
 

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from mlplab.errors import TrackingError
+from mlplab.instantiate import buildable
 from mlplab.rundir import atomic_file
 from mlplab.secrets import redact_override
 
@@ -64,6 +65,7 @@ def unreachable(timeout_s: float) -> str | None:
     return None
 
 
+@buildable
 def wandb_logger(
     mode: str = "auto", verbose: bool = False, connect_timeout_s: float = 5.0, **kwargs: Any
 ):

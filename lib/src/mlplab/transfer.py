@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from mlplab.errors import CheckpointError, ConfigError
+from mlplab.instantiate import buildable
 from mlplab.record import RunRecord
 from mlplab.resume import find_checkpoint
 from mlplab.stored import load_checkpoint, run_config
@@ -35,6 +36,7 @@ def source_network(checkpoint: str | Path) -> tuple[dict[str, Any], dict[str, An
     return model, state, path
 
 
+@buildable
 def pretrained_net(
     input_shape: Sequence[int],
     num_outputs: int,

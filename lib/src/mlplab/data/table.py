@@ -28,6 +28,7 @@ from mlplab.data.contract import TASKS, baseline_score
 from mlplab.data.datamodule import TensorDataModule
 from mlplab.data.folds import fold_split
 from mlplab.errors import ConfigError, DataError
+from mlplab.instantiate import buildable
 
 log = logging.getLogger(__name__)
 
@@ -538,6 +539,7 @@ def _label_order(label: Any) -> tuple[int, Any]:
     return (1, str(label))
 
 
+@buildable
 def sklearn_frame(name: str) -> pd.DataFrame:
     """One of scikit-learn's bundled tables as a data frame with a ``target`` column: no
     download (``wine``: 178 wines, 3 cultivars; ``diabetes``: 442 patients, a disease
