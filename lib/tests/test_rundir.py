@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -96,6 +97,25 @@ def test_a_new_run_refuses_the_dir_of_a_finished_run(finished_run):
     assert "holds another run" in line and "metrics.json" in line and "checkpoints" in line
     assert f"continue that run with: python train.py ckpt_path={finished_run}" in line
     assert snapshot(finished_run) == before  # its .hydra/ included
+
+
+def test_finished_files_have_the_mode_the_umask_gives_not_a_temporary_files(tmp_path):
+    """A colleague in the run's group reads a finished run (umask 027: group may read)."""
+    old = os.umask(0o027)  # inherited by the commands below
+    try:
+        run = tmp_path / "run"
+        assert run_python(*SMOKE, "logger=csv", f"hydra.run.dir={run}").returncode == 0
+        export = tmp_path / "export"
+        done = run_python("export.py", f"ckpt_path={run}", f"hydra.run.dir={export}")
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        os.umask(old)
+    written = [p for folder in (run, export) for p in folder.rglob("*")]
+    names = {p.name for p in written}
+    assert {"metrics.json", "report.md", "best.ckpt", "model", "model.onnx", "train.log"} <= names
+    for path in written:
+        want = 0o750 if path.is_dir() else 0o640
+        assert path.stat().st_mode & 0o777 == want, f"{path}: {oct(path.stat().st_mode)}"
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from mlplab import __version__
 from mlplab.errors import ConfigError, ExportError
-from mlplab.rundir import fsync_dir, writing_run_dir
+from mlplab.rundir import fsync_dir, umask_mode, writing_run_dir
 from mlplab.stored import trust_packages
 from mlplab.trained import TrainedModel, load_trained
 
@@ -165,6 +165,7 @@ def export_model(
     # The model and its model.json are one pair: written into a hidden folder, then renamed
     # into place together, so a kill or a full disk leaves both or neither.
     work = Path(tempfile.mkdtemp(prefix=f".{MODEL_DIR}-", suffix=".part", dir=output_dir))
+    work.chmod(umask_mode(folder=True))  # mkdtemp's 0700 would stay with the renamed folder
     try:
         example = raw[:1].repeat(2, *[1] * (raw.ndim - 1))  # 2 rows: the batch stays dynamic
         model_bytes, run = _EXPORTERS[fmt](served, example, spec["output"]["name"])

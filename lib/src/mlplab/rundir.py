@@ -54,6 +54,19 @@ class RunDirTaken(MlplabError):
 
 
 # -- files that appear whole ----------------------------------------------------------------
+def umask_mode(folder: bool = False) -> int:
+    """The mode ``open`` or ``mkdir`` would give a new file (or folder) under this process's
+    umask. A temporary file is created 0600 (a folder 0700); renamed into place with that
+    mode, a finished run's files would be unreadable to the colleagues its umask allows."""
+    try:  # Linux says it without changing it (changing it races with other threads)
+        status = Path("/proc/self/status").read_text()
+        umask = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write the file to (by any library); renamed to
@@ -62,6 +75,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, umask_mode())
     os.close(fd)
     tmp = Path(name)
     try:

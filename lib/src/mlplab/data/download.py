@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from mlplab.errors import DataError
+from mlplab.rundir import umask_mode
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def download_file(url: str, dest: Path, md5: str | None, timeout: float = 30.0) 
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp's 0600 would stay with the renamed file
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while chunk := resp.read(1 << 20):
