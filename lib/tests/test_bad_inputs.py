@@ -447,6 +447,22 @@ CASES = {
         "error: {nan_weights_ckpt} holds NaN or infinite weights (net.layers.0.weight)",
         2,
     ),
+    "unknown_key_by_its_long_name": (
+        (*SMOKE, "optimizer.learning_rate=0.01"),
+        "error: optimizer.learning_rate is not a config key; did you mean optimizer.lr?",
+        2,
+    ),
+    "added_key_the_constructor_does_not_take": (
+        (*SMOKE, "+optimizer.learning_rate=0.01"),
+        "error: optimizer.learning_rate is not an argument of torch.optim.SGD: did you mean "
+        "optimizer.lr? (it takes lr, momentum,",
+        2,
+    ),
+    "optimizers_own_check_of_a_value": (
+        (*SMOKE, "optimizer=momentum", "optimizer.momentum=-1"),
+        "error: optimizer (torch.optim.SGD) cannot be built: ValueError: Invalid momentum value",
+        2,
+    ),
     "unknown_group_option": (
         (*SMOKE, "optimizer=rmsprop"),
         "error: optimizer=rmsprop is not an option of optimizer: choose one of adagrad, adam",

@@ -188,8 +188,9 @@ def _unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
         return f"{key} is not a Trainer argument{hint}"
     siblings = _keys_at(parent, config_name, [o for o in overrides if key not in o])
     near = closest(name, siblings)
-    hint = f"; did you mean {parent + '.' if parent else ''}{near}?" if near else ""
-    return f"{key} is not a config key{hint} (to add a new key: +{key}=...)"
+    if near:
+        return f"{key} is not a config key; did you mean {parent + '.' if parent else ''}{near}?"
+    return f"{key} is not a config key (to add a new key: +{key}=...)"
 
 
 def _keys_at(parent: str, config_name: str, overrides: list[str]) -> list[str]:
@@ -349,23 +350,88 @@ def _out_of_memory(exc: BaseException) -> ConfigError | None:
 
 
 def _constructor_error(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
-    """What a constructor raised while Hydra built a part from the config (a network, a
-    loss, a callback), as one line naming the config key and the constructor's message."""
+    """What a constructor raised while building a part from the config (a network, a loss, a
+    callback; an optimizer from its partial as the module builds it), as one line naming the
+    config key and the constructor's message: an unexpected argument, or its own check of a
+    value (SGD's ``Invalid momentum value``)."""
     chain = list(_chain(exc))
     if any(isinstance(seen, MlplabError) for seen in chain):
         return None  # mlplab's own line says more
+    config = OmegaConf.to_container(cfg, resolve=False)
     built = [seen for seen in chain if type(seen).__name__ == "InstantiationException"]
-    if not built:
-        return None
-    innermost = built[-1]
-    cause = innermost.__cause__ or innermost.__context__
-    found = re.search(r"target '([^']+)'", str(innermost))
-    target = found.group(1) if found else "?"
-    keys = sorted(_keys_building(OmegaConf.to_container(cfg, resolve=False), target), key=len)
-    full_key = re.search(r"full_key: (\S+)", str(built[0]))
-    key = keys[0] if keys else (full_key.group(1) if full_key else target)
+    cause: BaseException | None = None
+    if built:
+        innermost = built[-1]
+        cause = innermost.__cause__ or innermost.__context__
+        found = re.search(r"target '([^']+)'", str(innermost))
+        target = found.group(1) if found else "?"
+        keys = sorted(_keys_building(config, target), key=len)
+        full_key = re.search(r"full_key: (\S+)", str(built[0]))
+        key = keys[0] if keys else (full_key.group(1) if full_key else target)
+    else:  # raised by a partial's call, e.g. the optimizer's, inside the training
+        key, target = _raising_part(exc, config)
+        if key is None:
+            return None
+        cause = exc
+    if isinstance(cause, TypeError):
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if unexpected:
+            return _unexpected_argument(key, target, unexpected.group(1))
     reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(innermost)
     return ConfigError(f"{key} ({target}) cannot be built: {reason}")
+
+
+def _raising_part(exc: BaseException, config: Any) -> tuple[str | None, str]:
+    """The config key and target of the part whose constructor raised ``exc`` (a
+    ``TypeError`` or ``ValueError`` from building it), if a config node builds it."""
+    if not isinstance(exc, TypeError | ValueError):
+        return None, ""
+    unexpected = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword", str(exc))
+    names = [unexpected.group(1)] if unexpected else []
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost __init__ that raised it, of a class a node names
+        self = (
+            tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
+        )
+        if self is not None:
+            names.insert(0, type(self).__name__)
+        tb = tb.tb_next
+    for name in names:
+        for target in sorted(set(_targets_in(config))):
+            if target.rsplit(".", 1)[-1] == name:
+                return sorted(_keys_building(config, target), key=len)[0], target
+    return None, ""
+
+
+def _targets_in(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield node["_target_"]
+        for value in node.values():
+            yield from _targets_in(value)
+
+
+def _unexpected_argument(key: str, target: str, argument: str) -> ConfigError:
+    """``key.argument`` is not an argument of ``target``: said with the ones it takes."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        parameters = [
+            name
+            for name, p in inspect.signature(get_object(target)).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "params"
+        ]
+    except (ValueError, TypeError, ImportError):
+        parameters = []
+    near = closest(argument, parameters)
+    hint = f"did you mean {key}.{near}? " if near else ""
+    takes = f"it takes {', '.join(parameters)}" if parameters else "see its documentation"
+    return ConfigError(
+        f"{key}.{argument} is not an argument of {target}: {hint}({takes}; remove it with "
+        f"~{key}.{argument})"
+    )
 
 
 def _keys_building(node: Any, target: str, key: str = "") -> Iterator[str]:

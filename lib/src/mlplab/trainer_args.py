@@ -56,9 +56,18 @@ def known_arguments() -> tuple[str, ...]:
 
 
 def closest(name: str, candidates: list[str] | tuple[str, ...]) -> str | None:
-    """The candidate a typo most likely meant, if any is close."""
+    """The candidate a typo most likely meant, if any is close: a near spelling, or the
+    abbreviation of the name's words (``learning_rate``: ``lr``) or the name of one's
+    (``wd``: ``weight_decay``)."""
     found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return found[0] if found else None
+    if found:
+        return found[0]
+    return next((c for c in candidates if name in (c, _initials(c)) or c == _initials(name)), None)
+
+
+def _initials(name: str) -> str:
+    words = [w for w in name.lower().split("_") if w]
+    return "".join(w[0] for w in words) if len(words) > 1 else name
 
 
 if __name__ == "__main__":  # run in the project's root
