@@ -463,6 +463,12 @@ CASES = {
         "error: optimizer (torch.optim.SGD) cannot be built: ValueError: Invalid momentum value",
         2,
     ),
+    "a_search_without_multirun": (
+        (*SMOKE, "hparams_search=optuna"),
+        "error: this config chooses a sweeper (StudySweeper), which searches only in a "
+        "multirun: add -m",
+        2,
+    ),
     "unknown_group_option": (
         (*SMOKE, "optimizer=rmsprop"),
         "error: optimizer=rmsprop is not an option of optimizer: choose one of adagrad, adam",

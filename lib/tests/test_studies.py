@@ -136,6 +136,15 @@ def test_a_pruner_without_the_optuna_sweeper_is_one_line_and_exit_2(tmp_path):
     )
 
 
+def test_a_study_whose_metric_no_run_records_fails_its_first_trial_and_asks_no_more(tmp_path):
+    done = sweep("hydra.sweeper.n_trials=3", "optimized_metric=val/f1_best", sweep_dir=tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "optimized_metric=val/f1_best is not a metric this run records" in done.stderr
+    assert [(t.number, t.state.name) for t in trials(tmp_path / "optuna.journal")] == [(0, "FAIL")]
+    assert [r["state"] for r in study_rows(tmp_path)] == ["FAIL"]
+    assert "1 jobs: 0 ok, 1 failed" in (tmp_path / "summary.md").read_text()
+
+
 def test_a_study_continued_with_another_search_space_or_direction_is_refused(tmp_path):
     first = sweep("hydra.sweeper.n_trials=1", sweep_dir=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -366,6 +366,20 @@ def test_a_sweep_whose_jobs_all_fail_exits_1_after_its_summary(tmp_path):
     assert [r["status"] for r in summary_rows(tmp_path)] == ["failed", "failed"]
 
 
+def test_a_metric_the_runs_do_not_record_fails_the_first_job_and_stops_the_sweep(tmp_path):
+    result = multirun(*SMOKE, "optimized_metric=val/f1_best", "seed=1,2", sweep_dir=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    said = [line for line in result.stderr.splitlines() if "UnrecordedMetric" in line]
+    assert len(said) == 1 and "sweep stops" in said[0], result.stderr[-2000:]
+    assert "optimized_metric=val/f1_best is not a metric this run records" in said[0]
+    assert "it records " in said[0] and "val/acc_best" in said[0]
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["failed", "not run"]
+    assert not (tmp_path / "1" / "metrics.json").exists()  # the second job never trained
+    assert (
+        "2 jobs: 0 ok, 1 failed, 0 incomplete, 1 not run." in (tmp_path / "summary.md").read_text()
+    )
+
+
 def test_jobs_that_differ_only_by_seed_are_one_configuration(tmp_path):
     result = multirun(*SMOKE, "seed=1,2,3", sweep_dir=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -28,6 +28,7 @@ from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, 
 from mlplab.resume import register_resolvers
 from mlplab.speedups import exit_without_teardown
 from mlplab.sweep import (
+    ABANDONED,
     FAILED_JOBS,
     STOPPED_BY,
     ddp_rank_argv,
@@ -221,10 +222,12 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
     """
     global TASK_STARTED
     TASK_STARTED = True
-    if sweep_stopped():  # a parallel sweep stopped by Ctrl-C or SIGTERM: this job never starts
-        record_failure(cfg.output_dir, RunInterrupted("the sweep was stopped", 130), "not run")
+    if sweep_stopped() or ABANDONED:  # stopped by Ctrl-C, SIGTERM or an error all jobs share
+        why = ABANDONED[0] if ABANDONED else "the sweep was stopped"
+        record_failure(cfg.output_dir, RunInterrupted(why, 130), "not run")
         return {"status": "not run", cfg.get("optimized_metric"): cfg.sweep.failed_value}
     try:
+        refuse_a_sweeper_without_multirun()
         if validate:
             validate_config(cfg)
         else:
@@ -234,7 +237,9 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         package = project_target() if module_name.startswith(".") else None
         function = getattr(importlib.import_module(module_name, package), function_name)
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
-        return function(cfg)
+        metrics = function(cfg)
+        require_optimized_metric(metrics, cfg.get("optimized_metric"))
+        return metrics
     except Exception as exc:
         exc = (
             _disk_full(exc)
@@ -257,6 +262,9 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             status = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
             record_failure(cfg.output_dir, exc, status)
             goes_on = "" if in_parallel_job() and status == "interrupted" else ", sweep continues"
+            if isinstance(exc, UnrecordedMetric):
+                ABANDONED[:] = [f"an earlier job of this sweep found: {exc}"]
+                goes_on = ", sweep stops: every job would fail so"
             print(
                 f"error: job {status}{goes_on}: {type(exc).__name__}: {shortened(str(exc))}",
                 file=sys.stderr,
@@ -271,6 +279,41 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
         raise
+
+
+class UnrecordedMetric(ConfigError):
+    """The metric a sweep optimizes is none that its runs record."""
+
+
+def require_optimized_metric(metrics: dict[str, Any], name: str | None) -> None:
+    """In a sweep, refuse a run whose metrics lack the one its sweeper optimizes
+    (``optimized_metric``): its job would return nothing to compare. One line lists the
+    metrics the run does record."""
+    if not name or not in_multirun() or metrics.get("status") or name in metrics:
+        return
+    recorded = sorted(k for k, v in metrics.items() if "/" in k and isinstance(v, int | float))
+    near = closest(name, recorded)
+    hint = f"did you mean optimized_metric={near}? " if near else ""
+    raise UnrecordedMetric(
+        f"optimized_metric={name} is not a metric this run records: {hint}it records "
+        f"{', '.join(recorded) or 'none'}"
+    )
+
+
+def refuse_a_sweeper_without_multirun() -> None:
+    """A config that chooses a sweeper (``hparams_search=optuna``) run without ``-m`` would
+    train once with the defaults: refused, saying to add ``-m``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or in_multirun():
+        return
+    sweeper = str(HydraConfig.get().sweeper.get("_target_", ""))
+    if sweeper and not sweeper.endswith("BasicSweeper"):
+        raise ConfigError(
+            f"this config chooses a sweeper ({sweeper.rsplit('.', 1)[-1]}), which searches only "
+            "in a multirun: add -m (python train.py -m ...), or drop the hparams_search option "
+            "to train once"
+        )
 
 
 def refuse_unread_keys() -> None:

@@ -71,6 +71,10 @@ STOPPED_BY: list[int] = []  # the signal that stopped this process's sweep (read
 # The jobs this process's sweep launched, when its sweeper says (an Optuna study's sweep dir
 # may hold other sweeps' jobs): the sweep's exit status counts these only.
 THIS_SWEEPS_JOBS: list[str] = []
+# Why this process's sweep starts no more jobs: an error that every job would repeat (the
+# optimized metric is not one the runs record). Its sweeper stops asking; the jobs it had
+# launched already end "not run".
+ABANDONED: list[str] = []
 
 
 def sweep_stopped() -> bool:
@@ -196,7 +200,10 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
             "status": "incomplete",
         }
         row["params"] = dict(o.split("=", 1) for o in overrides if "=" in o)
-        if (job / "metrics.json").exists():
+        if (job / FAILURE_FILE).exists():  # also when it trained but its result is unusable
+            failure = json.loads((job / FAILURE_FILE).read_text())
+            row.update(status=failure.get("status", "failed"), error=failure["error"])
+        elif (job / "metrics.json").exists():
             metrics = json.loads((job / "metrics.json").read_text())
             row.update(
                 # pruned: an Optuna study's pruner stopped it, a normal outcome, not a failure
@@ -208,9 +215,6 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 # The training doctor's diagnoses, by name: which jobs trained badly, and how.
                 doctor=" ".join(f["check"] for f in metrics.get("doctor", [])),
             )
-        elif (job / FAILURE_FILE).exists():
-            failure = json.loads((job / FAILURE_FILE).read_text())
-            row.update(status=failure.get("status", "failed"), error=failure["error"])
         rows.append(row)
     return rows
 

@@ -165,13 +165,13 @@ class StudySweeper(Sweeper):
         earlier = len(study.trials)
         if earlier:
             log.info("study %s continues after its %d trials (%s)", self.study_name, earlier, url)
-        from mlplab.sweep import STOPPED_BY, THIS_SWEEPS_JOBS
+        from mlplab.sweep import ABANDONED, STOPPED_BY, THIS_SWEEPS_JOBS
 
         per_job_dir = _default_subdir(self.config)
         write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's
         launched: list[Any] = []
         try:
-            while len(launched) < self.n_trials and not STOPPED_BY:
+            while len(launched) < self.n_trials and not STOPPED_BY and not ABANDONED:
                 size = min(self.n_jobs, self.n_trials - len(launched))
                 batch: list[Any] = []
                 for _ in range(size):  # each trial counts as launched once asked
