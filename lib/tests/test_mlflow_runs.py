@@ -45,6 +45,9 @@ def tracked(tmp_path_factory):
         "train.py",
         "logger=[wandb,csv,mlflow]",
         "+secret_notes.api_key=hunter2",
+        "+secret_notes.secret_key=hunter3",
+        "+secret_notes.aws_secret_access_key=hunter4",
+        "+secret_notes.private_key=hunter5",
         *SHORT,
         f"hydra.run.dir={run_dir}",
         env={"MLFLOW_TRACKING_URI": uri},
@@ -60,6 +63,8 @@ def test_a_run_holds_its_config_metrics_summary_and_files(tracked):
     params = run.data.params
     assert params["optimizer/lr"] == "0.01" and params["model/hidden_sizes"] == "[256, 128]"
     assert params["secret_notes/api_key"] == "***"  # redacted, as for W&B
+    for name in ("secret_key", "aws_secret_access_key", "private_key"):
+        assert params[f"secret_notes/{name}"] == "***", name
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # per epoch
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -380,6 +380,22 @@ def test_a_metric_the_runs_do_not_record_fails_the_first_job_and_stops_the_sweep
     )
 
 
+@pytest.mark.parametrize("sweeper", ["basic", "optuna"])
+def test_a_secret_on_a_sweeps_command_line_is_in_no_file_of_the_sweep(tmp_path, sweeper):
+    secrets = {"api_key": "SECRET1", "secret_key": "SECRET2", "private_key": "SECRET3"}
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=1"] if sweeper == "optuna" else []
+    result = multirun(
+        *SMOKE, "logger=csv", *search, *(f"+notes.{k}={v}" for k, v in secrets.items()),
+        sweep_dir=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert "multirun.yaml" in {p.name for p in files}
+    for path in files:
+        assert not any(s.encode() in path.read_bytes() for s in secrets.values()), path
+    assert "+notes.secret_key=***" in (tmp_path / "multirun.yaml").read_text()
+
+
 def test_jobs_that_differ_only_by_seed_are_one_configuration(tmp_path):
     result = multirun(*SMOKE, "seed=1,2,3", sweep_dir=tmp_path)
     assert result.returncode == 0, result.stderr

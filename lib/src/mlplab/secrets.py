@@ -1,8 +1,10 @@
 """Secrets (API keys, tokens, passwords) kept out of everything a run writes or prints.
 
 A key is secret by its whole name, not by a word inside it: ``api_key``, ``token``,
-``password``, ``secret``, ``credentials`` and names ending in ``_token``, ``_secret``,
-``_password``, ``_api_key`` (``wandb_token``: secret; ``max_tokens``, ``num_keypoints``: not).
+``password``, ``secret``, ``credentials``, names ending in ``_token``, ``_secret``,
+``_password``, ``_api_key``, and keys named as secret or private (``secret_key``,
+``aws_secret_access_key``, ``private_key``) (``wandb_token``: secret; ``max_tokens``,
+``num_keypoints``, ``secret_notes``: not).
 A secret should come from the environment (``${oc.env:NAME}`` in a config, or the variable a
 library reads itself, like ``WANDB_API_KEY``): then what is written is the interpolation,
 which a resumed run resolves again, never the value.
@@ -22,7 +24,8 @@ from mlplab.rundir import write_text
 
 SECRET_NAME = re.compile(
     r"^(api_?key|token|password|passwd|secret|credentials?)$"
-    r"|_(api_?key|token|secret|password|passwd)$",
+    r"|_(api_?key|token|secret|password|passwd)$"
+    r"|(^|_)(secret|private)(_[a-z0-9]+)*_?key$",  # secret_key, aws_secret_access_key
     re.IGNORECASE,
 )
 HIDDEN = "***"
@@ -68,16 +71,17 @@ def redact_override(override: str) -> str:
     return override
 
 
-def _redact_strings(node: Any) -> Any:
-    """Hydra's own records: secret values redacted in mappings and in override strings
-    (``hydra.overrides.task`` entries, ``override_dirname`` joined with commas)."""
+def redact_hydra_record(node: Any) -> Any:
+    """Hydra's own records (a job's ``.hydra/*.yaml``, a sweep's ``multirun.yaml``): secret
+    values redacted in mappings and in override strings (``hydra.overrides.task`` entries,
+    ``override_dirname`` joined with commas)."""
     if isinstance(node, dict):
         return {
-            k: _hidden(v) if is_secret_name(k) and v not in (None, "") else _redact_strings(v)
+            k: _hidden(v) if is_secret_name(k) and v not in (None, "") else redact_hydra_record(v)
             for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_redact_strings(v) for v in node]
+        return [redact_hydra_record(v) for v in node]
     if isinstance(node, str) and "=" in node:
         return ",".join(redact_override(part) for part in node.split(","))
     return node
@@ -96,12 +100,22 @@ class RedactHydraFiles(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         sys.argv[:] = [redact_override(arg) for arg in sys.argv]
+        # The sweeper wrote the sweep's multirun.yaml before its first job started.
+        if config.hydra.mode is not None and config.hydra.mode.name == "MULTIRUN":
+            redact_file(Path(config.hydra.sweep.dir) / "multirun.yaml")
         subdir = config.hydra.output_subdir
         if subdir is None:
             return
         folder = Path(config.hydra.runtime.output_dir) / subdir
         for name in self.FILES:
-            path = folder / name
-            if path.exists():
-                saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-                write_text(path, OmegaConf.to_yaml(OmegaConf.create(_redact_strings(saved))))
+            redact_file(folder / name)
+
+
+def redact_file(path: Path) -> None:
+    """Rewrite a YAML file Hydra wrote with its secret values redacted, if it holds any."""
+    if not path.exists():
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    redacted = redact_hydra_record(saved)
+    if redacted != saved:
+        write_text(path, OmegaConf.to_yaml(OmegaConf.create(redacted)))

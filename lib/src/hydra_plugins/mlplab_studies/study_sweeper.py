@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mlplab.rundir import RunDirTaken, atomic_path, write_text
+from mlplab.secrets import redact_hydra_record
 from mlplab.studies import (
     HEARTBEAT,
     Heartbeat,
@@ -168,7 +169,9 @@ class StudySweeper(Sweeper):
         from mlplab.sweep import ABANDONED, STOPPED_BY, THIS_SWEEPS_JOBS
 
         per_job_dir = _default_subdir(self.config)
-        write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's
+        # As Hydra's sweepers write it, but with its secrets redacted (mlplab.secrets).
+        saved = redact_hydra_record(OmegaConf.to_container(self.config, resolve=False))
+        write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(OmegaConf.create(saved)))
         launched: list[Any] = []
         try:
             while len(launched) < self.n_trials and not STOPPED_BY and not ABANDONED:
