@@ -1,7 +1,17 @@
 """Test a saved checkpoint: ``python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt``."""
 
-import hydra
-from mlplab.cli import entry_point, run_task
+import sys
+
+try:
+    import hydra
+    from mlplab.cli import entry_point, run_task
+except ModuleNotFoundError as missing:  # run outside the project's environment
+    print(
+        f"error: {missing.name} is not installed for {sys.executable}: run make install, "
+        "then run this with .venv/bin/python (or activate .venv)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 from omegaconf import DictConfig
 
 

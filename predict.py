@@ -1,7 +1,17 @@
 """Predict with a trained model: ``python predict.py ckpt_path=<run dir or .ckpt> input=<path>``."""
 
-import hydra
-from mlplab.cli import entry_point, run_task
+import sys
+
+try:
+    import hydra
+    from mlplab.cli import entry_point, run_task
+except ModuleNotFoundError as missing:  # run outside the project's environment
+    print(
+        f"error: {missing.name} is not installed for {sys.executable}: run make install, "
+        "then run this with .venv/bin/python (or activate .venv)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 from omegaconf import DictConfig
 
 

@@ -6,8 +6,18 @@ Examples:
     python train.py -m optimizer=sgd,adam regularization.dropout=0.0,0.3
 """
 
-import hydra
-from mlplab.cli import entry_point, run_task  # light: torch and Lightning load only when valid
+import sys
+
+try:
+    import hydra
+    from mlplab.cli import entry_point, run_task  # light: torch and Lightning load only when valid
+except ModuleNotFoundError as missing:  # run outside the project's environment
+    print(
+        f"error: {missing.name} is not installed for {sys.executable}: run make install, "
+        "then run this with .venv/bin/python (or activate .venv)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 from omegaconf import DictConfig
 
 

@@ -534,6 +534,16 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(tracker, t
     )
 
 
+@pytest.mark.parametrize("script", ["train.py", "eval.py", "predict.py", "export.py"])
+def test_an_entry_point_outside_the_environment_says_how_to_get_in(script):
+    done = cli("-S", script)  # -S: no site-packages, as a python3 without the project's
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        f"error: hydra is not installed for {sys.executable}: run make install, then run "
+        "this with .venv/bin/python (or activate .venv)"
+    )
+
+
 def test_a_project_target_needs_one_package_in_src(tmp_path):
     # A project whose src/ holds two packages: ${project:...} cannot tell which is meant.
     project = tmp_path / "project"
