@@ -469,6 +469,12 @@ CASES = {
         "multirun: add -m",
         2,
     ),
+    "a_path_with_a_space_unquoted": (
+        (*TABLE, "data.path={root}/my", "table.csv"),
+        "error: cannot parse the overrides: 'table.csv' is no key=value; if it belongs to "
+        "'data.path={root}/my', quote the value with its space: 'data.path={root}/my table.csv'",
+        2,
+    ),
     "unknown_group_option": (
         (*SMOKE, "optimizer=rmsprop"),
         "error: optimizer=rmsprop is not an option of optimizer: choose one of adagrad, adam",

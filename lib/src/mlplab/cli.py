@@ -150,7 +150,7 @@ def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> 
             )
         return text.splitlines()[0]
     if isinstance(exc, OverrideParseException):
-        return f"cannot parse the overrides: {text.splitlines()[0]} (see python train.py --help)"
+        return _override_parse_line(text.splitlines()[0], overrides)
     if not isinstance(exc, ConfigCompositionException):
         return None
     unknown = re.match(r"Could not override '([^']+)'", text)
@@ -167,6 +167,22 @@ def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> 
         key = existing.group(1)
         return f"{key} is already a config key: set it without the + ({key}=...)"
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _override_parse_line(first_line: str, overrides: list[str]) -> str:
+    """An override that does not parse; a word without ``=`` after a ``key=value`` is most
+    likely the rest of a value with a space that the shell split: say to quote it."""
+    bad = re.search(r"Error parsing override '(.*)'", first_line)
+    word = bad.group(1) if bad else None
+    if word is not None and "=" not in word and word in overrides:
+        before = overrides[: overrides.index(word)]
+        if before and "=" in before[-1]:
+            joined = f"{before[-1]} {word}"
+            return (
+                f"cannot parse the overrides: {word!r} is no key=value; if it belongs to "
+                f"{before[-1]!r}, quote the value with its space: '{joined}'"
+            )
+    return f"cannot parse the overrides: {first_line} (see python train.py --help)"
 
 
 def _yaml_syntax_error(exc: BaseException) -> str | None:
