@@ -155,9 +155,71 @@ def test_a_corrupt_file_is_named_or_skipped_and_counted(small_digits, tmp_path):
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot read image ") and "Traceback" not in refused.stderr
     assert ("broken.png" in last) or ("notes.txt" in last)
+    assert last.endswith("; to leave such files out: data.bad_files=skip")
     skipped = images_run(folder, tmp_path / "skip", "data.bad_files=skip")
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert "data: skipped 2 files that are no readable image" in skipped.stdout
+
+
+def decompression_bomb(path):
+    """A PNG whose header says 30,000 x 30,000 pixels (more than Pillow opens): the header
+    is all Pillow reads before refusing it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 30_001)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "skip", "expected"),
+    [
+        ("hidden_folder", False, None),
+        ("first_file_no_image", True, "data: skipped 1 files"),
+        ("decompression_bomb", False, "more pixels than Pillow decodes safely"),
+        pytest.param("decompression_bomb", True, "data: skipped 1 files", marks=pytest.mark.slow),
+        ("class_all_unreadable", True, "error: class folder {folder}/c has no readable image"),
+    ],
+)
+def test_damaged_folders_train_around_the_damage_or_say_what_it_is(
+    small_digits, tmp_path, damage, skip, expected
+):
+    folder = copy_of(small_digits, tmp_path)
+    if damage == "hidden_folder":  # a viewer's thumbnails and a stray file, hidden
+        (folder / "a" / ".thumbnails").mkdir()
+        (folder / "a" / ".thumbnails" / "0.png").write_text("not an image")
+        (folder / "b" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    elif damage == "first_file_no_image":
+        (folder / "a" / "!readme.txt").write_text("sorted first, and no image")
+    elif damage == "decompression_bomb":
+        decompression_bomb(folder / "d" / "huge.png")
+    elif damage == "class_all_unreadable":
+        for path in (folder / "c").iterdir():
+            path.write_bytes(b"not an image any more")
+    result = images_run(folder, tmp_path, *["data.bad_files=skip"] * skip)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    if expected is None or expected.startswith("data:"):
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert expected is None or expected in result.stdout
+    else:
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert expected.format(folder=folder) in result.stderr.strip().splitlines()[-1]
+
+
+def test_predict_names_a_decompression_bomb_in_one_line(trained, tmp_path):
+    bomb = decompression_bomb(tmp_path / "huge.png")
+    done = run_python(
+        "predict.py", f"ckpt_path={trained}", f"input={bomb}", f"hydra.run.dir={tmp_path / 'p'}"
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "more pixels than Pillow decodes safely" in done.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(

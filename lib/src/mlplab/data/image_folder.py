@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mlplab.data.datamodule import Arrays, TensorDataModule
-from mlplab.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image
+from mlplab.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable
 from mlplab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ImageFolderDataModule(TensorDataModule):
                     f"data.path the classes {classes}: give both the same class folders"
                 )
         everything = files + (test_files or [])
-        size = self.image_size or _first_size(everything[0][0])
+        size = self.image_size or _first_size(everything, self.bad_files == "skip")
         self._check_memory(len(everything), size)
         self.class_names = classes
         x, y = self._decode(everything, size)
@@ -116,10 +116,12 @@ class ImageFolderDataModule(TensorDataModule):
             resize = self.image_size is not None
             try:
                 return read_image(item[0], self.channels, size, resize, "set data.image_size")
-            except UnreadableImage:
+            except UnreadableImage as exc:
                 if self.bad_files == "skip":
                     return None
-                raise
+                raise UnreadableImage(
+                    f"{exc}; to leave such files out: data.bad_files=skip"
+                ) from exc
 
         # One after the other: for small images Python's own work per file dominates, and
         # threads made decoding 10,000 28x28 PNGs 2.6x slower (GIL contention), not faster.
@@ -136,6 +138,12 @@ class ImageFolderDataModule(TensorDataModule):
             raise DataError(f"no readable image in {self.path}")
         x = np.stack([images[i] for i in kept])
         y = np.asarray([files[i][1] for i in kept], dtype=np.int64)
+        lost = sorted(set(range(len(self.class_names))) - set(y.tolist()))
+        if lost:  # a model would have fewer outputs than the class names say
+            raise DataError(
+                f"class folder {self.path / self.class_names[lost[0]]} has no readable image "
+                "(every file was skipped): add readable images or remove the folder"
+            )
         return x, y
 
     def _check_memory(self, count: int, size: tuple[int, int]) -> None:
@@ -206,8 +214,10 @@ def _scan(folder: Path, key: str) -> tuple[list[str], list[tuple[Path, int]]]:
         )
     files = []
     for label, name in enumerate(classes):
-        found = sorted(
-            p for p in (folder / name).rglob("*") if p.is_file() and not p.name.startswith(".")
+        found = sorted(  # nothing hidden: .thumbnails/, .DS_Store, an editor's files
+            p
+            for p in (folder / name).rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         )
         if not found:
             raise DataError(f"class folder {folder / name} is empty: add its images or remove it")
@@ -218,16 +228,22 @@ def _scan(folder: Path, key: str) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
-def _first_size(path: Path) -> tuple[int, int]:
-    """The ``(height, width)`` of the image at ``path``, from its header alone."""
+def _first_size(files: list[tuple[Path, int]], skip: bool) -> tuple[int, int]:
+    """The ``(height, width)`` of the first image, from its header alone; with ``skip``, of
+    the first readable one."""
     from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as image:
-            width, height = ImageOps.exif_transpose(image).size
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
-    return height, width
+    for path, _ in files:
+        try:
+            with Image.open(path) as image:
+                width, height = ImageOps.exif_transpose(image).size
+            return height, width
+        except Exception as exc:  # Pillow raises many kinds for a bad file
+            if not skip:
+                raise UnreadableImage(
+                    f"{unreadable(path, exc)}; to leave such files out: data.bad_files=skip"
+                ) from exc
+    raise DataError(f"no readable image among {len(files)} files")
 
 
 def _available() -> float | None:

@@ -26,7 +26,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class UnreadableImage(DataError):
-    """A file that Pillow cannot decode: not an image, or a corrupt one."""
+    """A file that Pillow cannot decode: not an image, a corrupt one, or a decompression bomb."""
+
+
+def _decoding_errors() -> tuple[type[BaseException], ...]:
+    from PIL import Image, UnidentifiedImageError
+
+    return (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def read_image(
@@ -45,7 +51,7 @@ def read_image(
         resize: resize an image of another ``size`` (bilinear) instead of refusing it.
         resize_hint: how to ask for that, said when an image of another size is refused.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     path = Path(path)
     if channels not in (1, 3):
@@ -62,10 +68,22 @@ def read_image(
                     )
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UnreadableImage(f"cannot read image {path}: {first}") from exc
+    except _decoding_errors() as exc:
+        raise unreadable(path, exc) from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def unreadable(path: Path, exc: BaseException) -> UnreadableImage:
+    """What Pillow raised for ``path``, as one line."""
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):  # more pixels than Pillow safely opens
+        return UnreadableImage(
+            f"cannot read image {path}: it has more pixels than Pillow decodes safely "
+            f"({Image.MAX_IMAGE_PIXELS:,}), as a decompression bomb does"
+        )
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return UnreadableImage(f"cannot read image {path}: {first}")
 
 
 def _opaque(image):
