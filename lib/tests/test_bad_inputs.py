@@ -85,6 +85,8 @@ def bad_files(tmp_path_factory, earlier_run) -> dict[str, Path]:
         "table_one_class": "a,b,label\n" + "".join(f"{i},{i},same\n" for i in range(40)),
         "table_inf": "a,b,label\n"
         + "".join(f"{i},{'inf' if i == 5 else i},{i % 2}\n" for i in range(40)),
+        "table_inf_target": "a,b,label\n"
+        + "".join(f"{i},{i},{'-inf' if i in (6, 9) else i * 0.5}\n" for i in range(40)),
         "table_bad_split": "a,label,part\n"
         + "".join(f"{i},{i % 2},{'dev' if i == 3 else 'train'}\n" for i in range(40)),
         "table_tiny": "a,label\n1,x\n2,y\n3,x\n",
@@ -310,6 +312,12 @@ CASES = {
     "table_infinite_value": (
         (*TABLE, "data.path={table_inf}"),
         "error: column 'b' holds infinite values in the ",
+        2,
+    ),
+    "table_regression_target_infinite": (
+        (*TABLE, "data.path={table_inf_target}", "data.task=regression", "module=regressor"),
+        "error: target 'label' holds infinite values in 2 rows of {table_inf_target} (data rows "
+        "7, 10, counting from 1 after the header): fix or remove them",
         2,
     ),
     "table_unknown_split_value": (

@@ -117,6 +117,7 @@ class TableDataModule(TensorDataModule):
                 f"{', '.join(map(str, table.columns))}"
             )
         refuse_nested(table, where)
+        refuse_infinite_targets(table, self.targets, where)
         unlabeled = table[self.targets].isna().any(axis=1)
         if unlabeled.all():
             raise DataError(
@@ -407,6 +408,22 @@ class TableDataModule(TensorDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.preprocessing = state_dict.get("preprocessing") or self.preprocessing
+
+
+def refuse_infinite_targets(table: pd.DataFrame, targets: Sequence[str], where: Any) -> None:
+    """A target value of plus or minus infinity (a missing one is dropped with its row): one
+    line naming the column and its first such rows, before it could make the loss infinite."""
+    for column in targets:
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            continue
+        rows = np.flatnonzero(np.isinf(values.to_numpy(dtype=float))) + 1
+        if len(rows):
+            shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+            raise DataError(
+                f"target {column!r} holds infinite values in {len(rows)} rows of {where} "
+                f"(data rows {shown}, counting from 1 after the header): fix or remove them"
+            )
 
 
 MANY_LEVELS = 1000  # a categorical column with more levels than this gets a warning
