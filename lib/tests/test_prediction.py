@@ -110,6 +110,14 @@ def test_a_classification_table_with_an_id_column_gets_probabilities_that_sum_to
     assert (frame.prediction == new.band).mean() > 0.8
 
 
+def test_an_id_column_named_like_an_output_column_keeps_its_values(table_runs):
+    new = houses(n=20, seed=3).rename(columns={"house_id": "prediction"})
+    frame = mlplab.predict(table_runs["band"], new, id_column="prediction")
+    assert list(frame.columns) == ["prediction_input", "prediction", "prob_cheap", "prob_dear"]
+    assert list(frame.prediction_input) == list(new.prediction)
+    assert set(frame.prediction) <= {"cheap", "dear"}
+
+
 def bad_inputs(tmp_path, table_runs, digits_run) -> dict[str, tuple]:
     """Each bad input: (checkpoint, input path, extra overrides, the error's words)."""
     lacking = tmp_path / "lacking.csv"

@@ -50,7 +50,8 @@ def predict(
 ) -> pd.DataFrame:
     """The model's predictions for ``data``, one row per input row, in input order.
 
-    Columns: the input's ``id_column`` (else ``row``, or ``file`` for images); then for
+    Columns: the input's ``id_column`` (else ``row``, or ``file`` for images; ``<name>_input``
+    if an output column has its name); then for
     classification ``prediction`` (the class name) and ``prob_<class>`` per class, summing to
     1; for regression ``prediction`` in the target's units (``prediction_<target>`` for each
     of several targets).
@@ -228,22 +229,27 @@ def _without_lightning_notes() -> Iterator[None]:
 
 
 def _prediction_frame(trained: TrainedModel, ids: pd.Series, outputs: Tensor) -> pd.DataFrame:
-    frame = pd.DataFrame({ids.name or "row": ids.to_numpy()})
     values = outputs.numpy()
+    columns: dict[str, Any] = {}
     if trained.task == "classification":
         names = trained.class_names
-        frame["prediction"] = np.asarray(names, dtype=object)[values.argmax(1)]
+        columns["prediction"] = np.asarray(names, dtype=object)[values.argmax(1)]
         for i, name in enumerate(names):
-            frame[f"prob_{name}"] = values[:, i]
-        return frame
-    values = values.reshape(len(values), -1)
-    targets = trained.targets or [f"{i}" for i in range(values.shape[1])]
-    if values.shape[1] == 1:
-        frame["prediction"] = values[:, 0]
+            columns[f"prob_{name}"] = values[:, i]
     else:
-        for i, target in enumerate(targets):
-            frame[f"prediction_{target}"] = values[:, i]
-    return frame
+        values = values.reshape(len(values), -1)
+        targets = trained.targets or [f"{i}" for i in range(values.shape[1])]
+        if values.shape[1] == 1:
+            columns["prediction"] = values[:, 0]
+        else:
+            for i, target in enumerate(targets):
+                columns[f"prediction_{target}"] = values[:, i]
+    # The input's own column keeps its values whatever its name: one named like an output
+    # column (an id column called "prediction") becomes "<name>_input".
+    id_name = str(ids.name or "row")
+    while id_name in columns:
+        id_name += "_input"
+    return pd.DataFrame({id_name: ids.to_numpy(), **columns})
 
 
 def predict_command(cfg: DictConfig) -> dict[str, Any]:
