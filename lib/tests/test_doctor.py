@@ -140,3 +140,24 @@ def test_a_partial_batch_needs_a_bigger_jump_to_count_as_a_spike():
     assert _spikes(steps, 0.69, Thresholds(), [[64] * 6 + [64]])  # a full batch: a spike
     assert not _spikes(steps, 0.69, Thresholds(), [[64] * 6 + [15]])  # 15 rows: noise
     assert _spikes([[0.16] * 6 + [27.0]], 0.69, Thresholds(), [[64] * 6 + [15]])  # divergence
+
+
+def test_a_short_run_is_told_by_what_made_it_short(tmp_path):
+    metrics = run(tmp_path, "trainer.limit_train_batches=3", "trainer.max_epochs=2")
+    (short,) = [f for f in metrics["doctor"] if f["check"] == "too_few_steps"]
+    assert short["causes"] == "trainer.limit_train_batches=3"
+
+
+def test_advice_names_the_inputs_the_data_has_and_a_pruned_run_is_not_too_short():
+    from mlplab.doctor import Thresholds, diagnose
+
+    flat = [{"epoch": e, "train/loss": 2.3, "val/loss": 2.3, "val/acc": 0.1} for e in range(6)]
+    for inputs in ("images", "rows"):
+        found = diagnose(flat, Thresholds(), uniform_loss=2.3, steps_per_epoch=[50] * 6,
+                         chance_acc=0.1, inputs=inputs)  # fmt: skip
+        assert {f.check for f in found} == {"plateau", "chance_level"}
+        advice = " ".join(f.fixes + f.causes for f in found)
+        assert f"the targets match the {inputs}" in advice
+        assert ("images" in advice) == (inputs == "images")
+    pruned = diagnose(flat[:1], Thresholds(), steps_per_epoch=[5], short_cause=None)
+    assert pruned == []

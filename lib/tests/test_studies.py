@@ -191,6 +191,9 @@ def test_the_median_pruner_stops_hopeless_trials_as_a_normal_outcome(pruned_swee
             assert metrics["stop_reason"] == "pruned" and summary[str(trial.number)]["status"] == (
                 "pruned"
             )
+            # Short on purpose: the doctor says nothing of too few steps (debug=smoke is 5 a
+            # epoch), and judges no plateau or chance on a stopped trial.
+            assert "too_few_steps" not in summary[str(trial.number)]["doctor"]
         else:
             assert "pruned" not in metrics and epochs == 4
             assert trial.value == pytest.approx(metrics["val/acc_best"])

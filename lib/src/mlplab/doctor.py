@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mlplab.callbacks import EpochHistory
 from mlplab.data.contract import TaskData
-from mlplab.record import RunRecord
+from mlplab.record import RunRecord, why_fit_ended
 
 
 @dataclass
@@ -79,6 +79,11 @@ class Thresholds:
     min_steps: int = 30  # fewer optimizer steps: too few to judge accuracy, plateau, overfitting
 
 
+SHORT_CHECK_RUN = (
+    "a short check run (trainer.fast_dev_run, limit_train_batches, max_steps, debug=smoke)"
+)
+
+
 def diagnose(
     history: list[dict[str, float]],
     thresholds: Thresholds,
@@ -91,6 +96,8 @@ def diagnose(
     baseline_acc: float | None = None,
     early_stopping_monitor: str | None = None,
     one_batch_cause: str = "the batch is as large as the training set",
+    short_cause: str | None = SHORT_CHECK_RUN,
+    inputs: str = "images",
 ) -> list[Finding]:
     """Findings for a finished (or stopped) run, from its epoch history and step signals.
 
@@ -108,24 +115,32 @@ def diagnose(
         baseline_acc: val accuracy of always predicting the majority class.
         early_stopping_monitor: the metric early stopping watches, if any.
         one_batch_cause: why an epoch may be a single step (said if every one was).
+        short_cause: why the run may have few steps (said if it had); ``None``: it was cut
+            short on purpose (a study's pruner), so that is no finding.
+        inputs: what an example is, in the advice: ``images``, or ``rows`` of a table.
     """
     t = thresholds
     steps = sum(steps_per_epoch or [])
     # One step an epoch explains a short run better than "too few steps" does.
     one_step = _one_step_per_epoch(steps_per_epoch or [], one_batch_cause)
-    few = _too_few_steps(steps, t) if steps_per_epoch is not None and not one_step else []
+    few = (
+        _too_few_steps(steps, t, short_cause)
+        if steps_per_epoch is not None and not one_step and short_cause is not None
+        else []
+    )
+    pruned = short_cause is None and steps < t.min_steps
     # With one update per epoch a slow loss is the batch size's doing, not the rate's; with a
     # handful of steps in all, nothing about learning can be judged yet.
-    judged = not (one_step or few)
+    judged = not (one_step or few or pruned)
     findings = [
         *_initial_loss(initial_loss, uniform_loss, t),
         *few,
         *one_step,
-        *(_plateau(history, uniform_loss, t) if judged else []),
+        *(_plateau(history, uniform_loss, t, inputs) if judged else []),
         *([spike] if spike is not None else []),
-        *(_chance(history, chance_acc, baseline_acc, t) if judged else []),
+        *(_chance(history, chance_acc, baseline_acc, t, inputs) if judged else []),
         *(_no_better_than_mean(history, t) if judged else []),
-        *(_overfitting(history, early_stopping_monitor, t) if not few else []),
+        *(_overfitting(history, early_stopping_monitor, t) if not (few or pruned) else []),
         *_gradients(grad_norms or [], t),
     ]
     # In the order they happened: an early spike often explains a later plateau.
@@ -157,7 +172,7 @@ def _initial_loss(initial: float | None, uniform: float | None, t: Thresholds) -
 
 
 def _plateau(
-    history: list[dict[str, float]], uniform: float | None, t: Thresholds
+    history: list[dict[str, float]], uniform: float | None, t: Thresholds, inputs: str
 ) -> list[Finding]:
     losses = [row["train/loss"] for row in history if "train/loss" in row]
     reference = uniform or (losses[0] if losses else None)
@@ -180,7 +195,7 @@ def _plateau(
                     "vanishing gradients (deep sigmoid/tanh nets); labels that carry no signal; "
                     "a bug that detaches the loss from the weights",
                     "raise optimizer.lr by 10x (or use optimizer=adam); use ReLU with init=he; "
-                    "check that the labels match the images",
+                    f"check that the targets match the {inputs}",
                     epoch=end + 1,
                     values={"loss_before": before, "loss_after": min(window)},
                 )
@@ -188,7 +203,7 @@ def _plateau(
     return []
 
 
-def _too_few_steps(steps: int, t: Thresholds) -> list[Finding]:
+def _too_few_steps(steps: int, t: Thresholds, cause: str) -> list[Finding]:
     if steps >= t.min_steps:
         return []
     return [
@@ -197,7 +212,7 @@ def _too_few_steps(steps: int, t: Thresholds) -> list[Finding]:
             f"only {steps} optimizer step{'s' * (steps != 1)} in all: too few to judge "
             f"accuracy, plateaus or overfitting (the doctor needs {t.min_steps}); those "
             "checks were skipped",
-            "a short check run (trainer.fast_dev_run, limit_train_batches, max_steps, debug=smoke)",
+            cause,
             "for a diagnosis, train longer (e.g. trainer.max_epochs=5 without limits)",
             epoch=None,
             values={"steps": float(steps)},
@@ -311,6 +326,7 @@ def _chance(
     chance: float | None,
     baseline: float | None,
     t: Thresholds,
+    inputs: str,
 ) -> list[Finding]:
     accs = [r["val/acc"] for r in history if "val/acc" in r]
     known = [a for a in (chance, baseline) if a is not None]
@@ -326,9 +342,9 @@ def _chance(
             f"the best validation accuracy, {best:.2%}, does not beat chance "
             f"({(chance or 0):.2%}) or the majority-class baseline ({(baseline or 0):.2%}) "
             f"by more than {t.chance_margin:.0%}",
-            "labels shuffled or misaligned with the images; a learning rate far too low or "
+            f"labels shuffled or misaligned with the {inputs}; a learning rate far too low or "
             "too high; a dead network (all ReLUs off); training on the wrong data",
-            "look at a few images with their labels; try optimizer.lr=0.01 with "
+            f"look at a few {inputs} with their labels; try optimizer.lr=0.01 with "
             "optimizer=sgd and the lesson's config (experiment=lesson)",
             epoch=len(history) or None,
             values={"best_val_acc": best, "chance_acc": chance or 0.0, "baseline": baseline or 0.0},
@@ -564,6 +580,8 @@ class TrainingDoctor(L.Callback):
             baseline_acc=data.baseline().get("val") if classes else None,
             early_stopping_monitor=stopper.monitor if stopper is not None else None,
             one_batch_cause=_one_batch_cause(trainer),
+            short_cause=_short_cause(trainer),
+            inputs="images" if data is None or len(data.input_shape) == 3 else "rows",
         )
         record = RunRecord.of(trainer)
         if record is not None:
@@ -612,6 +630,29 @@ class TrainingDoctor(L.Callback):
 def _stacked(tensors: list[Tensor]) -> Tensor:
     """Scalars or same-shape tensors as one CPU tensor (one entry in a checkpoint)."""
     return torch.stack(tensors).cpu() if tensors else torch.empty(0)
+
+
+def _short_cause(trainer: L.Trainer) -> str | None:
+    """Why this run may have few optimizer steps, from how its fit ended and Lightning's
+    settings; ``None`` for a trial its study's pruner stopped (short on purpose)."""
+    reason = why_fit_ended(trainer)
+    if reason == "pruned":
+        return None
+    causes = {
+        "interrupted": "the run was interrupted before it trained much",
+        "fast_dev_run": "trainer.fast_dev_run, a check run of a few batches",
+        "max_steps": f"trainer.max_steps={trainer.max_steps}",
+        "max_time": "trainer.max_time ran out",
+        "early_stopping": "early stopping ended it after few steps",
+    }
+    if reason in causes:
+        return causes[reason]
+    if trainer.limit_train_batches not in (1.0, None):
+        return f"trainer.limit_train_batches={trainer.limit_train_batches}"
+    return (
+        f"trainer.max_epochs={trainer.max_epochs} of {trainer.num_training_batches} batches "
+        "each: a small training set, or too few epochs"
+    )
 
 
 def _one_batch_cause(trainer: L.Trainer) -> str:
