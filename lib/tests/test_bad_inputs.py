@@ -548,6 +548,27 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(tracker, t
     )
 
 
+OWN_NETWORK = (  # lib/tests/own_networks.py: a user's CNN, with none of the MLP's keys
+    "model._target_=own_networks.TinyConvNet",
+    *(f"~model.{key}" for key in ("hidden_sizes", "activation", "dropout", "init", "compile")),
+)
+
+
+def test_a_network_given_inputs_it_cannot_take_is_one_line_naming_both(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "train.py", *SMOKE[1:], "data=wine", *OWN_NETWORK,
+         f"hydra.run.dir={tmp_path}"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).parent)},
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: model (own_networks.TinyConvNet) cannot take the data's inputs of shape "
+        "[16, 13] (batch first): Expected 3D (unbatched) or 4D (batched) input to conv2d, but "
+        "got input of size: [16, 13]; choose a network built for the data's input shape"
+    )
+
+
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "predict.py", "export.py"])
 def test_an_entry_point_outside_the_environment_says_how_to_get_in(script):
     done = cli("-S", script)  # -S: no site-packages, as a python3 without the project's

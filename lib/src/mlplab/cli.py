@@ -261,6 +261,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             _disk_full(exc)
             or _out_of_memory(exc)
             or _lightning_config_error(exc)
+            or _shape_mismatch(exc, cfg)
             or _constructor_error(exc, cfg)
             or _mlplab_cause(exc)
         )
@@ -490,6 +491,47 @@ def _unexpected_argument(key: str, target: str, argument: str) -> ConfigError:
     return ConfigError(
         f"{key}.{argument} is not an argument of {target}: {hint}({takes}; remove it with "
         f"~{key}.{argument})"
+    )
+
+
+# What torch says when a layer gets a tensor of a shape it cannot take.
+SHAPE_ERROR = re.compile(
+    r"shapes cannot be multiplied|Expected \d+D .*input to|expected input\[|to have \d+ "
+    r"channels|size mismatch|must match the size of tensor|normalized_shape"
+)
+
+
+def _shape_mismatch(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
+    """A network given inputs of a shape it cannot take (an own CNN on a table, an MLP sized
+    for other data), as one line naming the config key that built the network, the inputs'
+    shape and torch's words: which shapes met."""
+    import torch
+    from lightning import LightningModule
+    from torch import nn
+
+    seen = next((e for e in _chain(exc) if isinstance(e, RuntimeError)), None)
+    if seen is None or not SHAPE_ERROR.search(str(seen)):
+        return None
+    tb, network = seen.__traceback__, None
+    while tb is not None and network is None:  # the outermost forward of a plain nn.Module
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self") if frame.f_code.co_name == "forward" else None
+        if isinstance(owner, nn.Module) and not isinstance(owner, LightningModule):
+            network = owner, [v for v in frame.f_locals.values() if isinstance(v, torch.Tensor)]
+        tb = tb.tb_next
+    if network is None:
+        return None
+    module, tensors = network
+    config = OmegaConf.to_container(cfg, resolve=False)
+    name = type(module).__name__
+    target = next((t for t in _targets_in(config) if t.rsplit(".", 1)[-1] == name), None)
+    keys = sorted(_keys_building(config, target), key=len) if target else []
+    built = f"{keys[0]} ({target})" if keys else f"the network {name}"
+    shape = f" of shape {list(tensors[0].shape)}" if tensors else ""
+    words = " ".join(str(seen).split())
+    return ConfigError(
+        f"{built} cannot take the data's inputs{shape} (batch first): {words}; choose a "
+        "network built for the data's input shape"
     )
 
 
