@@ -53,6 +53,7 @@ def tracked(tmp_path_factory):
         env={"MLFLOW_TRACKING_URI": uri},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir / "terminal.txt").write_text(result.stdout + result.stderr)  # what a user saw
     return uri, run_dir
 
 
@@ -77,6 +78,16 @@ def test_a_run_holds_its_config_metrics_summary_and_files(tracked):
     ]
     assert run.info.status == "FINISHED"
     assert (run_dir / "wandb").is_dir() and (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_mlflows_own_lines_go_to_the_log_file_not_the_terminal(tracked):
+    _, run_dir = tracked
+    terminal = (run_dir / "terminal.txt").read_text()
+    assert "test accuracy" in terminal  # the run's own summary is there
+    for line in terminal.splitlines():  # (the tmp folder's name holds "mlflow")
+        assert " mlflow." not in line and "alembic" not in line and "Creating" not in line, line
+    log = (run_dir / "train.log").read_text()
+    assert "Experiment with name" in log and "[mlflow." in log
 
 
 def test_a_resumed_run_continues_its_mlflow_run(tracked):

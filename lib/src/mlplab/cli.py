@@ -359,8 +359,15 @@ def refuse_unread_keys() -> None:
             )
 
 
+# Libraries whose info lines go to train.log only (unless verbose=true).
+LOG_FILE_ONLY = ("lightning", "mlflow", "alembic")
+
+
 def _no_lightning_info(record: logging.LogRecord) -> bool:
-    return not (record.name.startswith("lightning") and record.levelno < logging.WARNING)
+    if record.name.startswith(LOG_FILE_ONLY) and record.levelno < logging.WARNING:
+        return False
+    # Lightning warns where it only informs: a new MLflow experiment is made as asked.
+    return not (record.name.endswith("loggers.mlflow") and "Creating it" in record.getMessage())
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -82,10 +82,17 @@ def mlflow_logger(
 
 
 def _quiet_mlflow() -> None:
-    """The store's migration notes on first use, and the run's URL banner, are log lines."""
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """MLflow's own lines (the store's migration notes on first use, the run's URL banner) go
+    where the run's other log lines go: train.log, and the terminal only from warnings on
+    (:func:`mlplab.cli.quiet_third_party_output`). MLflow would print them itself."""
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # read when mlflow is imported
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    import mlflow  # noqa: F401  (now, with that setting)
+
+    own = logging.getLogger("mlflow")  # imported before with its own handler: taken off
+    for handler in list(own.handlers):
+        own.removeHandler(handler)
+    own.propagate = True
 
 
 class ResumableMLFlowLogger(MLFlowLogger):
