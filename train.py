@@ -18,13 +18,15 @@ except ModuleNotFoundError as missing:  # run outside the project's environment
         file=sys.stderr,
     )
     raise SystemExit(2) from None
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float | None] | None:
     metrics = run_task(cfg, ".train:train")  # src/<package>/train.py
-    return metrics.get(cfg.optimized_metric)  # what a sweeper (e.g. Optuna) optimizes
+    # What a sweeper (e.g. Optuna) optimizes: one metric, or a list (a multi-objective study).
+    wanted = cfg.optimized_metric
+    return [metrics.get(m) for m in wanted] if OmegaConf.is_list(wanted) else metrics.get(wanted)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,11 @@ def test_storages_are_absolute_for_every_job_and_pruners_are_optunas(tmp_path, m
         (["hydra.sweeper.pruner={name:median,warmup:1}"], "unexpected keyword argument"),
         (["hydra.sweeper.storage=/proc/none/study.journal"], "cannot open the study storage"),
         (["hydra.sweeper.storage=sqlite:////proc/none.db"], "cannot open the study storage"),
+        (["hydra.sweeper.storage=sqlite:///"], "is a database in memory"),
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is not allowed: at least 1"),
+        (["hydra.sweeper.heartbeat_s=0"], "hydra.sweeper.heartbeat_s=0.0 is not allowed"),
+        (["hydra.sweeper.pruner={name:hyperband,reduction_factor:1}"], "must be >= 2"),
+        (["hydra.sweeper.direction=[maximize,minimize]"], "2 direction(s) for 1 optimized"),
     ],
 )
 def test_a_bad_study_setting_is_one_line_and_exit_2_before_any_job(tmp_path, args, says):
@@ -152,12 +157,38 @@ def test_a_study_continued_with_another_search_space_or_direction_is_refused(tmp
     for change, says in (
         ("optimizer=choice(sgd,adam)", "(optimizer changed)"),
         ("hydra.sweeper.direction=minimize", "was made to maximize, not to minimize"),
+        ("optimized_metric=test/acc", "optimizes val/acc_best, not test/acc"),
     ):
         done = sweep("hydra.sweeper.n_trials=1", change, sweep_dir=tmp_path)
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert (tmp_path / "optuna.journal").read_bytes() == journal  # the study is untouched
     assert job_dirs(tmp_path) == [0]
+
+
+def test_a_journal_whose_last_record_was_torn_continues(tmp_path):
+    first = sweep("hydra.sweeper.n_trials=1", sweep_dir=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    journal = tmp_path / "optuna.journal"
+    whole = journal.read_bytes()
+    with open(journal, "ab") as f:  # a writer died (or the disk filled) mid-append
+        f.write(b'{"op_code": 4, "worker_id": "dead", "trial_id": 0, "sta')
+    again = sweep("hydra.sweeper.n_trials=1", sweep_dir=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert journal.read_bytes().startswith(whole)  # only the torn half went
+    assert [(t.number, t.state.name) for t in trials(journal)] == [(0, "COMPLETE"), (1, "COMPLETE")]
+
+
+def test_a_multi_objective_study_tells_each_trial_its_values(tmp_path):
+    done = sweep(
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=[maximize,minimize]",
+        "optimized_metric=[val/acc_best,val/loss_best]", sweep_dir=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for trial in trials(tmp_path / "optuna.journal"):
+        metrics = json.loads((tmp_path / str(trial.number) / "metrics.json").read_text())
+        assert trial.state == TrialState.COMPLETE
+        assert trial.values == pytest.approx([metrics["val/acc_best"], metrics["val/loss_best"]])
 
 
 # -- pruning -------------------------------------------------------------------------------

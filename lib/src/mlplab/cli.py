@@ -35,6 +35,7 @@ from mlplab.sweep import (
     in_multirun,
     in_parallel_job,
     in_submitit_job,
+    objectives,
     record_failure,
     summarize_sweep,
     sweep_stopped,
@@ -67,8 +68,10 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
     try:
         exit_without_teardown(lambda: _sweep_status(main))
     except Exception as exc:
-        exc = _disk_full(exc) or exc  # Hydra writing its own files (.hydra/, the log)
-        if isinstance(exc, MlplabError):  # raised before the task ran (a Hydra callback)
+        # Hydra writing its own files (.hydra/, the log); mlplab's error in a Hydra callback or
+        # a plugin that Hydra built before the task ran (wrapped in its InstantiationException)
+        exc = _disk_full(exc) or _mlplab_cause(exc)
+        if isinstance(exc, MlplabError):
             print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
         message = hydra_error_line(exc, config_name, sys.argv[1:])
@@ -241,7 +244,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
     if sweep_stopped() or ABANDONED:  # stopped by Ctrl-C, SIGTERM or an error all jobs share
         why = ABANDONED[0] if ABANDONED else "the sweep was stopped"
         record_failure(cfg.output_dir, RunInterrupted(why, 130), "not run")
-        return {"status": "not run", cfg.get("optimized_metric"): cfg.sweep.failed_value}
+        return _unfinished(cfg, "not run")
     try:
         refuse_a_sweeper_without_multirun()
         if validate:
@@ -254,7 +257,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         function = getattr(importlib.import_module(module_name, package), function_name)
         quiet_third_party_output(verbose=bool(cfg.get("verbose", False)))
         metrics = function(cfg)
-        require_optimized_metric(metrics, cfg.get("optimized_metric"))
+        require_optimized_metric(metrics, objectives(cfg))
         return metrics
     except Exception as exc:
         exc = (
@@ -286,7 +289,7 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
                 f"error: job {status}{goes_on}: {type(exc).__name__}: {shortened(str(exc))}",
                 file=sys.stderr,
             )
-            return {"status": status, cfg.get("optimized_metric"): cfg.sweep.failed_value}
+            return _unfinished(cfg, status)
         if ends_process and in_multirun() and not isinstance(exc, JobRequeued):
             # The sweep stops here: its summary says so (this job interrupted, the rest not
             # run), and the last line says how to resume this job.
@@ -302,15 +305,23 @@ class UnrecordedMetric(ConfigError):
     """The metric a sweep optimizes is none that its runs record."""
 
 
-def require_optimized_metric(metrics: dict[str, Any], name: str | None) -> None:
-    """In a sweep, refuse a run whose metrics lack the one its sweeper optimizes
+def _unfinished(cfg: DictConfig, status: str) -> dict[str, Any]:
+    """What a job that did not finish returns: its status, and ``sweep.failed_value`` for
+    each optimized metric."""
+    return {"status": status, **dict.fromkeys(objectives(cfg), cfg.sweep.failed_value)}
+
+
+def require_optimized_metric(metrics: dict[str, Any], names: list[str]) -> None:
+    """In a sweep, refuse a run whose metrics lack one that its sweeper optimizes
     (``optimized_metric``): its job would return nothing to compare. One line lists the
     metrics the run does record."""
-    if not name or not in_multirun() or metrics.get("status") or name in metrics:
+    missing = [name for name in names if name not in metrics]
+    if not missing or not in_multirun() or metrics.get("status"):
         return
+    name = missing[0]
     recorded = sorted(k for k, v in metrics.items() if "/" in k and isinstance(v, int | float))
     near = closest(name, recorded)
-    hint = f"did you mean optimized_metric={near}? " if near else ""
+    hint = f"did you mean {near}? " if near else ""
     raise UnrecordedMetric(
         f"optimized_metric={name} is not a metric this run records: {hint}it records "
         f"{', '.join(recorded) or 'none'}"

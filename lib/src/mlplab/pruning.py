@@ -3,6 +3,8 @@ job's trial at each validation, and a clean stop when the study's pruner says so
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 
 from mlplab.record import RunRecord
@@ -59,7 +61,8 @@ class TrialReporting(L.Callback):
                 )
 
 
-def trial_callbacks(monitor: str | None) -> list[L.Callback]:
-    """:class:`TrialReporting` for a job of an Optuna sweep; nothing for any other run."""
-    trial = JobTrial.of_this_job()
-    return [TrialReporting(trial, monitor)] if trial is not None and monitor else []
+def trial_callbacks(monitor: Any) -> list[L.Callback]:
+    """:class:`TrialReporting` for a job of a single-objective Optuna sweep (Optuna prunes
+    those only); nothing for any other run."""
+    trial = JobTrial.of_this_job() if isinstance(monitor, str) and monitor else None
+    return [TrialReporting(trial, monitor)] if trial is not None else []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
@@ -35,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import MlplabError, RunInterrupted
 
+log = logging.getLogger(__name__)
 JOURNAL_FILE = "optuna.journal"  # the study's default storage, in the sweep dir
 HEARTBEAT = "mlplab:heartbeat"  # a trial's system attr: who runs it, and when it last said so
 PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner"}
@@ -52,9 +54,14 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     if not storage:
         return str(Path(sweep_dir).absolute() / JOURNAL_FILE)
     storage = str(storage)
+    if storage.rstrip("/") == "sqlite:" or storage.endswith(":memory:"):
+        raise StudyError(
+            f"hydra.sweeper.storage={storage} is a database in memory: each job opens its own, "
+            "and the study is lost when the sweep ends; give a file (sqlite:///study.db) or "
+            "leave it unset (optuna.journal in the sweep dir)"
+        )
     if storage.startswith("sqlite:///"):
-        path = storage.removeprefix("sqlite:///")
-        return storage if path in ("", ":memory:") else "sqlite:///" + str(Path(path).absolute())
+        return "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).absolute())
     if "://" in storage:
         return storage
     return str(Path(storage).expanduser().absolute())
@@ -68,6 +75,7 @@ def open_storage(url: str) -> Any:
         if "://" not in url:  # Optuna's journal file: the storage it advises on shared disks
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             backend = optuna.storages.journal.JournalFileBackend(url)
+            drop_torn_record(url)
             return optuna.storages.JournalStorage(backend)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +83,34 @@ def open_storage(url: str) -> Any:
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StudyError(f"cannot open the study storage {url}: {reason}") from None
+
+
+def drop_torn_record(journal: str | Path) -> None:
+    """Cut off the last record of a journal file if it is torn (a process died, or the disk
+    filled, in the middle of appending it): it never ended with its newline, so no reader
+    took it, and the next record appended after it would make one line that no reader can
+    parse. Done under the journal's own lock, which every writer holds while it appends."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    path = Path(journal)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend(path) takes
+    lock.acquire()
+    try:
+        with open(path, "rb+") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(size - 1)
+            if file.read(1) == b"\n":
+                return
+            file.seek(0)  # a journal's records are small: one read finds the last newline
+            keep = file.read().rfind(b"\n") + 1
+            file.truncate(keep)
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        lock.release()
+    log.warning("cut off the torn last record of %s (%d bytes)", path, size - keep)
 
 
 # -- pruners --------------------------------------------------------------------------------
@@ -103,6 +139,11 @@ def make_pruner(spec: Any) -> Any:
     import optuna
 
     name, options = pruner_spec(spec)
+    if name == "hyperband" and options.get("reduction_factor", 3) < 2:
+        raise StudyError(
+            f"hydra.sweeper.pruner reduction_factor={options['reduction_factor']} is not "
+            "allowed: hyperband keeps 1 in reduction_factor trials at each rung, so it must be >= 2"
+        )
     try:
         return getattr(optuna.pruners, PRUNERS[name])(**options)
     except (TypeError, ValueError) as exc:
@@ -252,8 +293,9 @@ class JobTrial:
         elif measured.get("pruned"):
             status, state = "pruned", TrialState.PRUNED
         else:
-            if result is None and metric is not None:
-                result = measured.get(metric)
+            if result is None and metric is not None:  # one metric, or one per objective
+                many = isinstance(metric, list | tuple) or OmegaConf.is_list(metric)
+                result = [measured.get(m) for m in metric] if many else measured.get(metric)
             values = list(result) if isinstance(result, (list, tuple)) else [result]
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 status, state, values = "no value", TrialState.FAIL, None

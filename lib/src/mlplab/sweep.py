@@ -77,6 +77,15 @@ THIS_SWEEPS_JOBS: list[str] = []
 ABANDONED: list[str] = []
 
 
+def objectives(cfg: DictConfig) -> list[str]:
+    """The metrics a sweep optimizes: ``optimized_metric``, a name or a list of names (a
+    multi-objective study, one per direction)."""
+    wanted = cfg.get("optimized_metric")
+    if wanted is None:
+        return []
+    return [str(m) for m in wanted] if OmegaConf.is_list(wanted) else [str(wanted)]
+
+
 def sweep_stopped() -> bool:
     """Whether this job's parallel sweep was stopped before the job began."""
     from hydra.core.hydra_config import HydraConfig

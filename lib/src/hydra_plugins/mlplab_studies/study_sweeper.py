@@ -51,11 +51,13 @@ from mlplab.studies import (
     signals_held,
     storage_url,
 )
+from mlplab.sweep import objectives
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.csv"
 RESULTS_FILE = "optimization_results.yaml"
 SEARCH_SPACE = "search_space"  # a study's user attr: the search space it was made with
+OPTIMIZED = "optimized_metric"  # ... and the metrics its values are
 
 
 @dataclass
@@ -134,9 +136,16 @@ class StudySweeper(Sweeper):
             [str(d) for d in direction] if OmegaConf.is_list(direction) else [str(direction)]
         )
         self.study_name, self.storage = study_name, storage
-        self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
+        self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
         self.pruner, self.params = pruner, dict(params or {})
         self.heartbeat_s = float(heartbeat_s)
+        for key, value, least in (
+            ("n_trials", self.n_trials, 1),
+            ("n_jobs", self.n_jobs, 1),
+            ("heartbeat_s", self.heartbeat_s, 1.0),  # each beat is a write to the storage
+        ):
+            if not value >= least:
+                raise StudyError(f"hydra.sweeper.{key}={value} is not allowed: at least {least}")
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -147,6 +156,13 @@ class StudySweeper(Sweeper):
             hydra_context=hydra_context, task_function=TellsItsTrial(task_function), config=config
         )
         self.optuna_pruner = make_pruner(self.pruner)  # a bad one: one line before any job
+        self.metrics = objectives(config)
+        if len(self.metrics) != len(self.directions):
+            raise StudyError(
+                f"hydra.sweeper.direction has {len(self.directions)} direction(s) for "
+                f"{len(self.metrics)} optimized_metric(s): give one direction per metric "
+                "(optimized_metric=[a,b] hydra.sweeper.direction=[maximize,minimize])"
+            )
         if self.pruner not in (None, "none") and len(self.directions) > 1:
             raise StudyError("hydra.sweeper.pruner: Optuna prunes single-objective studies only")
 
@@ -229,6 +245,16 @@ class StudySweeper(Sweeper):
                 f"study {self.study_name} in {url} was made to {' and '.join(stored)}, not to "
                 f"{' and '.join(self.directions)}: keep its direction, or choose another study "
                 "(hydra.sweeper.study_name, hydra.sweeper.storage or hydra.sweep.dir)"
+            )
+        made_for = study.user_attrs.get(OPTIMIZED)
+        if made_for is None:
+            study.set_user_attr(OPTIMIZED, self.metrics)
+        elif made_for != self.metrics:
+            raise StudyError(
+                f"study {self.study_name} in {url} optimizes {', '.join(made_for)}, not "
+                f"{', '.join(self.metrics)}: its values would not compare; keep its "
+                "optimized_metric, or choose another study (hydra.sweeper.study_name, "
+                "hydra.sweeper.storage or hydra.sweep.dir)"
             )
         wanted = {k: json.loads(distribution_to_json(d)) for k, d in space.items()}
         made_with = study.user_attrs.get(SEARCH_SPACE)
