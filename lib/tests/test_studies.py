@@ -21,7 +21,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.mlplab_studies.study_sweeper import _as_override, search_space
-from mlplab.studies import StudyError, make_pruner, open_storage, storage_url
+from mlplab.studies import HEARTBEAT, StudyError, make_pruner, open_storage, storage_url
 from mlplab.testing import PROJECT, run_python, wait_for
 
 STUDY = ["debug=smoke", "hparams_search=optuna"]  # 5 batches an epoch, no loggers
@@ -325,6 +325,44 @@ def test_a_trial_whose_sweep_was_killed_is_failed_when_the_study_continues(tmp_p
     dead, new = trials(tmp_path / "optuna.journal")
     assert dead.state == TrialState.FAIL and dead.user_attrs["status"] == "died"
     assert new.state == TrialState.COMPLETE and job_dirs(tmp_path) == [0, 1]
+
+
+def test_trials_left_running_by_dead_sweeps_end_as_their_job_dirs_say(tmp_path):
+    """A sweep killed right after it asked for a trial (no heartbeat yet), and one killed
+    after its job finished but before it told the trial: the study's next sweep ends both."""
+    import datetime
+    import shutil
+    import socket
+
+    first = sweep("hydra.sweeper.n_trials=1", sweep_dir=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    journal = tmp_path / "optuna.journal"
+    study = optuna.load_study(study_name="mlplab_optuna", storage=open_storage(str(journal)))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    shutil.copytree(tmp_path / "0", tmp_path / "1")  # a finished job, never told
+
+    def running(**attrs) -> optuna.trial.FrozenTrial:
+        return optuna.trial.FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, params={}, distributions={},
+            datetime_start=datetime.datetime.now() - datetime.timedelta(hours=1),
+            datetime_complete=None, intermediate_values={}, trial_id=-1, **attrs,
+        )  # fmt: skip
+
+    never_beat = running(user_attrs={}, system_attrs={})
+    dead_pid = {"host": socket.gethostname(), "pid": int(gone.stdout), "time": 0}
+    finished_untold = running(
+        user_attrs={"job_dir": str(tmp_path / "1")}, system_attrs={HEARTBEAT: dead_pid}
+    )
+    study.add_trial(finished_untold)  # trial 1
+    study.add_trial(never_beat)  # trial 2
+    again = sweep("hydra.sweeper.n_trials=1", sweep_dir=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = {t.number: t for t in trials(journal)}
+    value = json.loads((tmp_path / "1" / "metrics.json").read_text())["val/acc_best"]
+    assert done[1].state == TrialState.COMPLETE and done[1].value == pytest.approx(value)
+    assert done[2].state == TrialState.FAIL and done[2].user_attrs["status"] == "died"
+    assert done[3].state == TrialState.COMPLETE
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from mlplab.errors import MlplabError, RunInterrupted
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "optuna.journal"  # the study's default storage, in the sweep dir
+OPTIMIZED = "optimized_metric"  # a study's user attr: the metrics its values are
 HEARTBEAT = "mlplab:heartbeat"  # a trial's system attr: who runs it, and when it last said so
 PRUNERS = {"none": "NopPruner", "median": "MedianPruner", "hyperband": "HyperbandPruner"}
 
@@ -171,16 +172,62 @@ def alive(beat: dict[str, Any], grace_s: float) -> bool:
 
 
 def fail_dead_trials(study: Any, grace_s: float) -> list[int]:
-    """Mark FAIL each RUNNING trial whose process died (see :func:`alive`); their numbers."""
+    """End each RUNNING trial whose process died (see :func:`alive`; one that died before its
+    first heartbeat, once it is older than ``grace_s``): as its job dir says, when its job
+    ended but died before it told the trial (:func:`job_ending`), else FAIL. Their numbers."""
+    import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    failed = []
+    ended = []
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.system_attrs.get(HEARTBEAT)
-        dead = beat is not None and not alive(beat, grace_s)
-        if dead and fail_trial(study._storage, trial._trial_id, "died"):
-            failed.append(trial.number)
-    return failed
+        if beat is not None:
+            dead = not alive(beat, grace_s)
+        else:  # asked, then killed before it said who runs it
+            started = trial.datetime_start
+            dead = started is not None and (now - started).total_seconds() > grace_s
+        if not dead:
+            continue
+        job_dir = trial.user_attrs.get("job_dir")
+        told = False
+        if job_dir and any((Path(job_dir) / f).is_file() for f in ("metrics.json", "failure.json")):
+            state, status, values = job_ending(Path(job_dir), None, study.user_attrs.get(OPTIMIZED))
+            try:
+                study._storage.set_trial_user_attr(trial._trial_id, "status", status)
+                told = study._storage.set_trial_state_values(trial._trial_id, state, values)
+            except UpdateFinishedTrialError:
+                told = False
+        elif fail_trial(study._storage, trial._trial_id, "died"):
+            told = True
+        if told:
+            ended.append(trial.number)
+    return ended
+
+
+def job_ending(output_dir: Path, result: Any, metric: Any) -> tuple[Any, str, list | None]:
+    """How a trial's job ended, read from its job dir, as (state, status, values):
+    ``failure.json`` (the job failed, was interrupted or not run) is FAIL, ``pruned`` in
+    ``metrics.json`` PRUNED; otherwise ``result`` (what the task returned: the optimized
+    metric, or one per objective) is the value; ``result`` None (the job was stopped after
+    it ran, or died before it told) reads ``metric`` (a name or a list) of metrics.json."""
+    from optuna.trial import TrialState
+
+    failure, metrics = output_dir / "failure.json", output_dir / "metrics.json"
+    measured = _read_json(metrics)
+    if failure.is_file():
+        return TrialState.FAIL, _read_json(failure).get("status", "failed"), None
+    if measured.get("pruned"):
+        return TrialState.PRUNED, "pruned", None
+    if result is None and metric is not None:  # one metric, or one per objective
+        many = isinstance(metric, list | tuple) or OmegaConf.is_list(metric)
+        result = [measured.get(m) for m in metric] if many else measured.get(metric)
+    values = list(result) if isinstance(result, list | tuple) else [result]
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        return TrialState.FAIL, "no value", None
+    return TrialState.COMPLETE, "finished", values
 
 
 def fail_trial(storage: Any, trial_id: int, status: str) -> bool:
@@ -283,22 +330,7 @@ class JobTrial:
         otherwise ``result`` (what the task returned: the optimized metric) is the value.
         ``result`` None (the job was stopped after it ran) reads ``metric`` of metrics.json.
         Return the state told (nothing when the trial had ended already)."""
-        from optuna.trial import TrialState
-
-        status, state, values = "finished", TrialState.COMPLETE, None
-        failure, metrics = output_dir / "failure.json", output_dir / "metrics.json"
-        measured = _read_json(metrics)
-        if failure.is_file():
-            status, state = _read_json(failure).get("status", "failed"), TrialState.FAIL
-        elif measured.get("pruned"):
-            status, state = "pruned", TrialState.PRUNED
-        else:
-            if result is None and metric is not None:  # one metric, or one per objective
-                many = isinstance(metric, list | tuple) or OmegaConf.is_list(metric)
-                result = [measured.get(m) for m in metric] if many else measured.get(metric)
-            values = list(result) if isinstance(result, (list, tuple)) else [result]
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                status, state, values = "no value", TrialState.FAIL, None
+        state, status, values = job_ending(output_dir, result, metric)
         return self._end(state, status, values)
 
     def tell_stopped(self, error: BaseException, output_dir: Path, metric: str | None) -> str:

@@ -39,6 +39,7 @@ from mlplab.rundir import RunDirTaken, atomic_path, write_text
 from mlplab.secrets import redact_hydra_record
 from mlplab.studies import (
     HEARTBEAT,
+    OPTIMIZED,
     Heartbeat,
     StudyError,
     TellsItsTrial,
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 STUDY_FILE = "study.csv"
 RESULTS_FILE = "optimization_results.yaml"
 SEARCH_SPACE = "search_space"  # a study's user attr: the search space it was made with
-OPTIMIZED = "optimized_metric"  # ... and the metrics its values are
 
 
 @dataclass
@@ -177,7 +177,9 @@ class StudySweeper(Sweeper):
         study = self._open_study(optuna, storage, space, url)
         dead = fail_dead_trials(study, 4 * self.heartbeat_s)
         if dead:
-            log.info("trials %s had died (their processes are gone): marked FAIL", dead)
+            log.info(
+                "trials %s had died (their processes are gone): ended as their job dirs say", dead
+            )
         refuse_foreign_job_dirs(sweep_dir, study)
         earlier = len(study.trials)
         if earlier:
