@@ -82,6 +82,36 @@ def test_this_repositorys_project_is_the_template_rendered_for_its_recorded_answ
     assert {k: v for k, v in recorded.items() if not k.startswith("_")} == answers
 
 
+@pytest.mark.parametrize("name", ["email", "optuna", "class", "match", "json", "sklearn"])
+def test_a_package_name_that_would_shadow_a_module_is_refused(tmp_path, name):
+    done = copier("copy", "--defaults", "--vcs-ref=HEAD", "--data", f"package_name={name}",
+                  str(ROOT), str(tmp_path / "proj"), cwd=tmp_path)  # fmt: skip
+    assert done.returncode != 0
+    assert f"{name} is taken (a Python keyword, a standard-library module" in done.stderr
+    assert not (tmp_path / "proj" / "src").exists()
+
+
+def test_the_taken_names_are_pythons_keywords_stdlib_and_the_pinned_packages():
+    import importlib.metadata
+    import keyword
+    import re
+
+    taken = set(yaml.safe_load((ROOT / "copier.yml").read_text())["taken_names"]["default"])
+    pins = {
+        re.split(r"[=<>\[ ]", line)[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    imported = {
+        name
+        for name, dists in importlib.metadata.packages_distributions().items()
+        if any(d.lower().replace("_", "-") in pins for d in dists)
+    }
+    wanted = {*keyword.kwlist, *keyword.softkwlist, *sys.stdlib_module_names, *imported}
+    missing = {n for n in wanted if re.fullmatch(r"[a-z][a-z0-9_]*", n)} - taken
+    assert not missing, f"add to taken_names in copier.yml: {sorted(missing)}"
+
+
 def test_the_tested_answers_cover_every_pair_of_answer_values():
     """Pairwise: for any two questions (a data kind, a tracker, the lesson), every pair of
     their values is in some tested project, so a clash of two answers cannot hide."""
