@@ -187,7 +187,9 @@ def test_a_project_made_with_the_defaults_installs_and_passes_its_tests(tmp_path
     assert done.returncode == 0, done.stderr
     recorded = yaml.safe_load((tmp_path / "myproj" / ".copier-answers.yml").read_text())
     assert {k: recorded.get(k) for k in COMBOS[0]} == COMBOS[0]
-    assert recorded["mlplab_source"] == str(ROOT / "lib")  # the checkout it was made from
+    assert recorded["mlplab_source"] == ""  # the template's own library, at its version
+    makefile = (tmp_path / "myproj" / "Makefile").read_text()
+    assert f"MLPLAB := git+file://{ROOT}@" in makefile  # the checkout it was made from
     check_new_project(tmp_path, shared_env, COMBOS[0])
 
 
@@ -212,9 +214,10 @@ def commit_all(folder: Path, message: str, tag: str | None = None) -> None:
         git("tag", tag, cwd=folder)
 
 
-def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(tmp_path):
-    # The template as its own git repository (this working tree), released as 1.0.0.
-    template = tmp_path / "mlplab"
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> Path:
+    """The template as its own git repository (this working tree), released as 1.0.0."""
+    template = tmp_path_factory.mktemp("released") / "mlplab"
     listed = git("ls-files", "--cached", "--others", "--exclude-standard", cwd=ROOT).splitlines()
     for name in listed:
         source, target = ROOT / name, template / name
@@ -225,7 +228,13 @@ def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(tmp_pa
             shutil.copy2(source, target)
     git("init", "-q", cwd=template)
     commit_all(template, "mlplab 1.0.0", tag="v1.0.0")
+    return template
 
+
+def new_project(released: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A clone of the released template (to change), and a project made from it, committed."""
+    template = tmp_path / "mlplab"
+    git("clone", "-q", str(released), str(template), cwd=tmp_path)
     # an absolute path (or a URL): `copier update` finds the template where copy found it
     done = copier("copy", "--defaults", "--data", "package_name=myproj", str(template), "myproj",
                   cwd=tmp_path)  # fmt: skip
@@ -233,6 +242,22 @@ def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(tmp_pa
     project = tmp_path / "myproj"
     git("init", "-q", cwd=project)
     commit_all(project, "new project")
+    return template, project
+
+
+def installs(project: Path) -> str:
+    """What the project's ``make install`` installs mlplab from."""
+    return next(
+        line.removeprefix("MLPLAB := ")
+        for line in (project / "Makefile").read_text().splitlines()
+        if line.startswith("MLPLAB := ")
+    )
+
+
+def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(released, tmp_path):
+    template, project = new_project(released, tmp_path)
+    own = f"git+file://{template.resolve()}@{{}}#subdirectory=lib"
+    assert installs(project) == own.format(git("rev-parse", "v1.0.0", cwd=template).strip())
 
     # The user changes their model and a config; the template changes other files.
     model = project / "src" / "myproj" / "model.py"
@@ -256,6 +281,8 @@ def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(tmp_pa
     )
     assert (project / "conf" / "scheduler" / "linear.yaml").exists()
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v1.1.0"
+    # The library moves with the template version updated to, and only then.
+    assert installs(project) == own.format(git("rev-parse", "v1.1.0", cwd=template).strip())
 
     # A real conflict: the template changes the line the user changed. Copier marks it in
     # the file, as git does, and keeps both sides for the user to choose.
@@ -279,3 +306,49 @@ def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(tmp_pa
     assert "MLPLAB := /opt/mlplab/lib\n" in (project / "Makefile").read_text()
     recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert (recorded["mlplab_source"], recorded["_commit"]) == ("/opt/mlplab/lib", "v1.2.0")
+
+
+def test_the_library_a_project_installs_is_the_templates_at_its_version(released, tmp_path):
+    """The Makefile's source installs (pip, from the template's git history, offline), and
+    ``mlplab --version`` names the commit it came from."""
+    template, project = new_project(released, tmp_path)
+    target = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), installs(project)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = subprocess.run(
+        [sys.executable, "-m", "mlplab", "--version"], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path,
+    )  # fmt: skip
+    commit = git("rev-parse", "v1.0.0", cwd=template).strip()
+    said = version.stdout.strip()
+    assert said.startswith("mlplab 0.2.0 (git+file:///") and said.endswith(f"/mlplab@{commit})")
+
+
+def test_a_renamed_package_still_gets_the_templates_changes(released, tmp_path):
+    template, project = new_project(released, tmp_path)
+    model = project / "src" / "myproj" / "model.py"
+    model.write_text(model.read_text() + "\n\nUSER_CONSTANT = 7  # the user's own code\n")
+    commit_all(project, "my edits")
+    mlplab = [sys.executable, "-m", "mlplab", "rename"]
+    for taken in ("email", "optuna", "Not-a-name"):
+        refused = subprocess.run([*mlplab, taken], cwd=project, capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr.startswith("error: cannot rename")
+    done = subprocess.run([*mlplab, "newproj"], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    commit_all(project, "renamed")
+    assert not (project / "src" / "myproj").exists()
+    assert 'name = "newproj"' in (project / "pyproject.toml").read_text()
+    # The template changes the model; the update brings it into the renamed package.
+    template_model = template / "src" / "mnist_mlp" / "model.py"  # template/src/ links to it
+    template_model.write_text("# v1.1\n" + template_model.read_text())
+    commit_all(template, "mlplab 1.1.0", tag="v1.1.0")
+    done = copier("update", "--defaults", cwd=project)
+    assert done.returncode == 0, done.stderr
+    renamed = (project / "src" / "newproj" / "model.py").read_text()
+    assert "USER_CONSTANT = 7" in renamed and renamed.startswith("# v1.1\n")
+    assert not (project / "src" / "myproj").exists()
+    assert sorted(p.name for p in (project / "src").iterdir()) == ["newproj"]

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig
 from torch import Tensor
 
+from mlplab.about import describe
 from mlplab.callbacks import EpochHistory
 from mlplab.checkpoints import tested_checkpoint
 from mlplab.data.contract import TaskData, baseline_score
@@ -132,6 +133,7 @@ class RunRecord(L.Callback):
                     p.numel() for p in pl_module.parameters() if p.requires_grad
                 ),
                 "torch_threads": torch.get_num_threads(),
+                "mlplab": describe(),  # the library that ran it, and where it came from
                 "world_size": trainer.world_size,
                 "history": history,
             }
