@@ -282,3 +282,35 @@ def test_numbers_with_thousands_separators_are_numbers_not_an_id(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert "income" in checkpoint["TableDataModule"]["preprocessing"]["numeric"]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("rows", "300 rows then, 312 now"),
+        ("columns", "columns added: ['floor'], gone: none"),
+        ("values", "the same rows and columns, other values"),
+    ],
+)
+def test_a_resume_on_a_table_that_changed_since_is_refused(tmp_path, change, said):
+    from mlplab.errors import DataError
+
+    path = tmp_path / "houses.csv"
+    houses().to_csv(path, index=False)
+    table = ["data=table", f"data.path={path}", "data.target=band", *QUIET]
+    train(compose_config([*table, "trainer.max_epochs=1"], tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    again = compose_config([f"ckpt_path={last}", "trainer.max_epochs=2"], tmp_path / "x")
+    changed = houses()
+    if change == "rows":
+        changed = pd.concat([changed, houses(n=12, seed=1)])
+    elif change == "columns":
+        changed["floor"] = 1
+    else:
+        changed.loc[0, "city"] = "Rome"  # a category the checkpoint never saw
+    changed.to_csv(path, index=False)
+    with pytest.raises(DataError, match="changed since the checkpoint was written") as refused:
+        train(again)
+    assert f"written ({said})" in str(refused.value)
+    houses().to_csv(path, index=False)  # the table it started with: the run continues
+    assert train(again)["epochs_trained"] == 2

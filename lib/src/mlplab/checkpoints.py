@@ -136,6 +136,7 @@ class RunStateInCheckpoint(L.Callback):
         checkpoint_dir: where ``interrupted.ckpt`` goes.
         wandb_run_id: the W&B run to continue on resume.
         mlflow_run_id: the MLflow run to continue on resume.
+        resumes: the checkpoint this run continues, if it does.
     """
 
     def __init__(
@@ -144,8 +145,10 @@ class RunStateInCheckpoint(L.Callback):
         checkpoint_dir: Path,
         wandb_run_id: str | None = None,
         mlflow_run_id: str | None = None,
+        resumes: str | None = None,
     ):
         self.config, self.wandb_run_id, self.mlflow_run_id = config, wandb_run_id, mlflow_run_id
+        self.resumes = resumes
         self.checkpoint_dir = Path(checkpoint_dir)
         self.interrupted_checkpoint: Path | None = None
         self.interrupted_epoch = 0
@@ -209,6 +212,18 @@ class RunStateInCheckpoint(L.Callback):
             f"resume with: {resume_command(self.interrupted_checkpoint)}",
             exit_code=code,
         ) from None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # A resumed run's data module gets its saved state first: Lightning restores it only
+        # after the weights, so a data module that finds its data changed since (a table with
+        # other rows or categories) would otherwise be preceded by a weight-shape error.
+        datamodule = trainer.datamodule
+        if stage != "fit" or not self.resumes or datamodule is None:
+            return
+        state = torch.load(self.resumes, map_location="cpu", weights_only=True, mmap=True)
+        saved = state.get(type(datamodule).__qualname__)
+        if saved is not None:
+            datamodule.load_state_dict(saved)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.requeue_signal.install()

@@ -99,6 +99,7 @@ class TrainingRun:
             self.output_dir / "checkpoints",
             wandb_run_id(loggers),
             mlflow_run_id(loggers),
+            resumes=cfg.get("ckpt_path"),
         )
         callbacks = [self.record, EpochHistory(), run_state, *instantiate_each(cfg.callbacks)]
         callbacks += trial_callbacks(cfg.get("optimized_metric"))  # a job of an Optuna study

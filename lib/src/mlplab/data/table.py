@@ -97,6 +97,7 @@ class TableDataModule(TensorDataModule):
         self.split_column, self.missing = split_column, missing
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.preprocessing: dict[str, Any] = {}  # fitted on the training split; checkpointed
+        self.fingerprint: dict[str, Any] | None = None  # of the table read (set up)
         self.test_only = test_only
 
     # -- the table ----------------------------------------------------------------------------
@@ -118,6 +119,7 @@ class TableDataModule(TensorDataModule):
             )
         refuse_nested(table, where)
         refuse_infinite_targets(table, self.targets, where)
+        self.fingerprint = fingerprint(table)  # a resumed run checks it is the same table
         unlabeled = table[self.targets].isna().any(axis=1)
         if unlabeled.all():
             raise DataError(
@@ -403,11 +405,35 @@ class TableDataModule(TensorDataModule):
         return y
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "preprocessing": self.preprocessing}
+        state = {**super().state_dict(), "preprocessing": self.preprocessing}
+        return {**state, "fingerprint": self.fingerprint} if self.fingerprint else state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        then, now = state_dict.get("fingerprint"), self.fingerprint
+        if then and now and then != now:  # resuming a run on a table that changed since
+            raise DataError(
+                f"{self.path or 'the data frame'} changed since the checkpoint was written "
+                f"({_changes(then, now)}): a resumed run trains on the table it started with; "
+                "restore that table, or start a new run"
+            )
         self.preprocessing = state_dict.get("preprocessing") or self.preprocessing
+
+
+def fingerprint(table: pd.DataFrame) -> dict[str, Any]:
+    """What tells a table from a changed one: its rows, its columns, a hash of its values."""
+    digest = int(pd.util.hash_pandas_object(table, index=False).sum()) % 2**62
+    return {"rows": len(table), "columns": [str(c) for c in table.columns], "hash": digest}
+
+
+def _changes(then: dict[str, Any], now: dict[str, Any]) -> str:
+    if then.get("rows") != now["rows"]:
+        return f"{then.get('rows')} rows then, {now['rows']} now"
+    if then.get("columns") != now["columns"]:
+        added = sorted(set(now["columns"]) - set(then.get("columns") or []))
+        gone = sorted(set(then.get("columns") or []) - set(now["columns"]))
+        return f"columns added: {added or 'none'}, gone: {gone or 'none'}"
+    return "the same rows and columns, other values"
 
 
 def refuse_infinite_targets(table: pd.DataFrame, targets: Sequence[str], where: Any) -> None:
