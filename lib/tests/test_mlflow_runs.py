@@ -205,3 +205,82 @@ def test_mlflow_ui_serves_the_runs_of_the_store(tracked):
     finally:
         ui.terminate()
         ui.wait(timeout=60)
+
+
+# -- a store that cannot be used: one line, at once, nothing made -----------------------------
+NEW = ("logger=[csv,mlflow]", *SHORT)
+
+
+def train_in(folder: Path, *args: str, **env: str) -> subprocess.Popen:
+    """train.py run from ``folder`` (where the default store, mlflow.db, lives)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    environ = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT / "train.py"), *args], cwd=folder, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**environ, **env},
+    )  # fmt: skip
+
+
+def ended(process: subprocess.Popen) -> tuple[int, str]:
+    _, err = process.communicate(timeout=600)
+    return process.returncode, err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def test_an_unwritable_store_is_one_line_at_once(tmp_path):
+    from mlplab.testing import mount_tmpfs, unmount
+
+    bad = "sqlite:////proc/none/mlflow.db"
+    code, last = ended(train_in(tmp_path, *NEW, f"hydra.run.dir={tmp_path / 'r1'}",
+                                MLFLOW_TRACKING_URI=bad))  # fmt: skip
+    assert code == 2 and last.startswith("error: cannot write the MLflow store /proc/none/"), last
+    assert not (tmp_path / "r1" / "checkpoints").exists()
+    read_only = mount_tmpfs(tmp_path / "ro", "1m")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+        uri = f"sqlite:///{read_only}/mlflow.db"
+        process = train_in(
+            tmp_path, *NEW, f"hydra.run.dir={tmp_path / 'r2'}", MLFLOW_TRACKING_URI=uri
+        )
+        code, last = ended(process)
+    finally:
+        unmount(read_only)
+    assert code == 2 and last == (
+        f"error: cannot write the MLflow store {read_only}/mlflow.db: Read-only file system; "
+        "set MLFLOW_TRACKING_URI (logger.mlflow.tracking_uri) to a writable store"
+    )
+
+
+def test_a_run_continued_elsewhere_or_after_its_mlflow_run_was_deleted_is_one_line(tmp_path):
+    first = tmp_path / "first"
+    code, last = ended(train_in(tmp_path / "a", *NEW, f"hydra.run.dir={first}"))
+    assert code == 0, last
+    extend = (f"ckpt_path={first}", "trainer.max_epochs=3")
+    # From another folder: its default store is not there, and none is made.
+    code, last = ended(train_in(tmp_path / "b", *extend))
+    assert code == 2 and "is in a store that is not here" in last, last
+    assert not (tmp_path / "b" / "mlflow.db").exists()
+    # Deleted in the store (as the UI does): restoring it is the way back.
+    uri = f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
+    (run,) = runs(uri)
+    mlflow.MlflowClient(uri).delete_run(run.info.run_id)
+    code, last = ended(train_in(tmp_path / "a", *extend))
+    assert code == 2 and f"restore it (mlflow runs restore --run-id {run.info.run_id})" in last
+    # A new run into an experiment deleted in the UI.
+    client = mlflow.MlflowClient(uri)
+    client.delete_experiment(client.get_experiment_by_name("mnist_mlp").experiment_id)
+    code, last = ended(train_in(tmp_path / "a", *NEW, f"hydra.run.dir={tmp_path / 'second'}"))
+    assert code == 2 and "the MLflow experiment mnist_mlp was deleted" in last, last
+
+
+def test_two_runs_starting_at_once_on_a_new_store_both_log(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    both = [
+        train_in(tmp_path, *NEW, f"hydra.run.dir={tmp_path / str(seed)}", f"seed={seed}",
+                 MLFLOW_TRACKING_URI=uri, OMP_NUM_THREADS="1")
+        for seed in (1, 2)
+    ]  # fmt: skip
+    for process in both:
+        code, last = ended(process)
+        assert code == 0, last
+    assert len(runs(uri)) == 2

@@ -16,6 +16,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,7 @@ def mlflow_logger(
     if (group := sweep_group()) is not None:
         tags.setdefault("sweep", group)
     _quiet_mlflow()
+    open_store(uri, experiment_name, run_id)
     return ResumableMLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name or run_name_from_overrides(),
@@ -79,6 +83,78 @@ def mlflow_logger(
         run_id=run_id,
         artifact_location=artifact_location,
     )
+
+
+def open_store(uri: str, experiment_name: str, run_id: str | None) -> None:
+    """Check the store before a run logs to it, each problem in one line: a local SQLite file
+    that cannot be written (MLflow would retry for minutes), a run to continue that is not
+    there (deleted, or another store: a resumed run in another folder would make a new empty
+    store), a deleted experiment. A new local store's tables are made by one process at a
+    time (two runs starting at once would race to make them)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is not None:
+        if run_id is not None and not path.is_file():
+            raise TrackingError(
+                f"the MLflow run {run_id} this run continues is in a store that is not here: "
+                f"{path} does not exist; continue it from the folder that holds its mlflow.db, "
+                "or point MLFLOW_TRACKING_URI (logger.mlflow.tracking_uri) at its store"
+            )
+        try:  # as SQLite will: the file itself, or a new file in its folder
+            if path.is_file():
+                open(path, "r+b").close()
+            else:
+                tempfile.TemporaryFile(dir=path.parent).close()
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot write the MLflow store {path}: {exc.strerror}; set "
+                "MLFLOW_TRACKING_URI (logger.mlflow.tracking_uri) to a writable store"
+            ) from None
+    try:
+        with _store_lock(path):  # the first process makes the tables, the others wait
+            client = MlflowClient(uri)
+            if run_id is not None:
+                stage = client.get_run(run_id).info.lifecycle_stage
+                if stage != "active":
+                    raise TrackingError(
+                        f"the MLflow run {run_id} this run continues was deleted in {uri}: "
+                        f"restore it (mlflow runs restore --run-id {run_id}), or start a new run"
+                    )
+                return
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is not None and experiment.lifecycle_stage != "active":
+                raise TrackingError(
+                    f"the MLflow experiment {experiment_name} was deleted in {uri}: restore it "
+                    f"(mlflow experiments restore --experiment-id {experiment.experiment_id}), or "
+                    "choose another (logger.mlflow.experiment_name=...)"
+                )
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        missing = run_id is not None and "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code)
+        raise TrackingError(
+            f"the MLflow run {run_id} this run continues is not in {uri} (deleted for good, "
+            "or another store): point MLFLOW_TRACKING_URI at its store, or start a new run"
+            if missing
+            else f"MLflow store {uri}: {first}"
+        ) from None
+
+
+@contextmanager
+def _store_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive lock beside a local store file (``.<name>.lock``) while the block runs."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _quiet_mlflow() -> None:
