@@ -191,6 +191,28 @@ def test_a_multi_objective_study_tells_each_trial_its_values(tmp_path):
         assert trial.values == pytest.approx([metrics["val/acc_best"], metrics["val/loss_best"]])
 
 
+def test_a_users_own_model_sweeps_the_common_space_and_its_own_part(tmp_path):
+    """A network of the user's (lib/tests/own_networks.py) with its own keys, as an option of
+    its own: the default search (optimizer, lr, weight decay, dropout) and its own part."""
+    extra = tmp_path / "conf"
+    (extra / "model").mkdir(parents=True)
+    (extra / "search_space").mkdir()
+    (extra / "model" / "tiny.yaml").write_text("_target_: own_networks.TinyConvNet\nwidth: 4\n")
+    (extra / "search_space" / "tiny.yaml").write_text("model.width: choice(2, 3)\n")
+    command = sweep_command("hydra.sweeper.n_trials=2", "model=tiny", sweep_dir=tmp_path / "sweep")
+    done = subprocess.run(
+        [*command[:2], f"--config-dir={extra}", *command[2:]],  # Hydra's flags first
+        cwd=PROJECT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = study_rows(tmp_path / "sweep")
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    assert {r["params_model.width"] for r in rows} <= {"2", "3"}
+    assert all(r["params_optimizer.lr"] and r["params_regularization.dropout"] for r in rows)
+    assert "params_model.hidden_sizes" not in rows[0]
+
+
 # -- pruning -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pruned_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
