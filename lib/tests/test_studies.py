@@ -333,6 +333,26 @@ def test_a_stopped_sweep_keeps_the_finished_jobs_value_and_fails_the_interrupted
     assert [r["state"] for r in study_rows(tmp_path)] == ["COMPLETE", "FAIL"]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_as_a_finished_trial_is_told_keeps_its_value_and_ends_in_one_line(
+    tmp_path, signum
+):
+    """The signal lands as job 0 has written its metrics: while it tells its trial, writes
+    its report, or as the next trial starts. Wherever it lands: trial 0 keeps its value, no
+    trial is left running, the sweep says so in one line with its summary."""
+    process = start_sweep("hydra.sweeper.n_trials=3", sweep_dir=tmp_path)
+    wait_for(tmp_path / "0" / "metrics.json", process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    first, *others = trials(tmp_path / "optuna.journal")
+    metrics = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    assert first.state == TrialState.COMPLETE and first.value == metrics["val/acc_best"]
+    assert all(t.state != TrialState.RUNNING for t in others)
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "study.csv").is_file()
+
+
 @pytest.mark.slow
 def test_a_trial_whose_sweep_was_killed_is_failed_when_the_study_continues(tmp_path):
     process = start_sweep("hydra.sweeper.n_trials=2", *LONG, sweep_dir=tmp_path)

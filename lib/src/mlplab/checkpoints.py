@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mlplab.errors import JobRequeued, RunInterrupted
+from mlplab.errors import InterruptedWhenDone, JobRequeued, RunInterrupted
 from mlplab.resume import newest_checkpoint, resume_command
 from mlplab.rundir import atomic_file
 from mlplab.slurm import RequeueOnSignal, requeued_by_slurm
@@ -174,7 +174,7 @@ class RunStateInCheckpoint(L.Callback):
             if self.stop_signals.received is not None or self.interrupted_checkpoint:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting: no Ctrl-C in atexit
         if self.stop_signals.received is not None:  # after testing: every output is written
-            raise RunInterrupted(
+            raise InterruptedWhenDone(
                 f"{self.stop_signals.name} arrived as the run was finishing; it is complete "
                 f"(metrics.json, report.md): {self.checkpoint_dir.parent}",
                 exit_code=self.stop_signals.exit_code,

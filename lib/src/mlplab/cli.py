@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import logging
 import os
 import re
@@ -24,7 +25,14 @@ from mlplab.config import (
     project_target,
     validate_config,
 )
-from mlplab.errors import ConfigError, DiskFullError, JobRequeued, MlplabError, RunInterrupted
+from mlplab.errors import (
+    ConfigError,
+    DiskFullError,
+    InterruptedWhenDone,
+    JobRequeued,
+    MlplabError,
+    RunInterrupted,
+)
 from mlplab.resume import register_resolvers
 from mlplab.speedups import exit_without_teardown
 from mlplab.sweep import (
@@ -278,6 +286,9 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         ends_process = isinstance(exc, RunInterrupted) and (
             isinstance(exc, JobRequeued) or not (in_submitit_job() or in_parallel_job())
         )
+        if isinstance(exc, InterruptedWhenDone) and in_multirun() and not ends_process:
+            print(f"job complete, then stopped: {shortened(str(exc))}", file=sys.stderr)
+            return json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
         if in_multirun() and not ends_process and not cfg.get("sweep", {}).get("fail_fast", False):
             status = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
             record_failure(cfg.output_dir, exc, status)
@@ -291,9 +302,10 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
             )
             return _unfinished(cfg, status)
         if ends_process and in_multirun() and not isinstance(exc, JobRequeued):
-            # The sweep stops here: its summary says so (this job interrupted, the rest not
-            # run), and the last line says how to resume this job.
-            record_failure(cfg.output_dir, exc, "interrupted")
+            # The sweep stops here: its summary says so (this job interrupted, or complete,
+            # the rest not run), and the last line says how to resume this job.
+            if not isinstance(exc, InterruptedWhenDone):
+                record_failure(cfg.output_dir, exc, "interrupted")
             print(f"sweep summary: {summarize_sweep()}", file=sys.stderr)
         if isinstance(exc, MlplabError):
             print(f"error: {shortened(str(exc))}", file=sys.stderr)

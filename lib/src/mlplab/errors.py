@@ -29,6 +29,10 @@ class RunInterrupted(MlplabError):
         self.exit_code = exit_code
 
 
+class InterruptedWhenDone(RunInterrupted):
+    """Ctrl-C or SIGTERM arrived once the run had written all its outputs: it is complete."""
+
+
 class JobRequeued(RunInterrupted):
     """A SLURM job stopped to be requeued: it continues from its checkpoint when it restarts."""
 

@@ -389,13 +389,48 @@ class TellsItsTrial:
         return result
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends: a study's storage is never left with
-    half a write (or a journal lock held) by a signal."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Ctrl-C and SIGTERM wait until the block ends, then arrive as they would have: a study's
+    storage is never left with half a write (or a journal lock held) by a signal. Python's
+    own handlers, not a signal mask: the OS may hand a signal to any thread (a heartbeat's),
+    and only a handler holds it for all of them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _: arrived.append(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
+
+
+@contextlib.contextmanager
+def stopped_by_signals(what: str) -> Iterator[None]:
+    """Ctrl-C and SIGTERM during the block as :class:`RunInterrupted` (exit 130, 143), raised
+    where the main thread is, unless a handler of its own is installed already (a parallel
+    sweep's). A job's training installs its own while it fits."""
+    if threading.current_thread() is not threading.main_thread() or any(
+        signal.getsignal(s) not in (signal.SIG_DFL, signal.default_int_handler)
+        for s in STOP_SIGNALS
+    ):
+        yield
+        return
+
+    def stop(signum: int, _: Any) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        raise RunInterrupted(f"{what} stopped by {name}", 128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

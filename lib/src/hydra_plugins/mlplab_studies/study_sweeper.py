@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from mlplab.errors import RunInterrupted
 from mlplab.rundir import RunDirTaken, atomic_path, write_text
 from mlplab.secrets import redact_hydra_record
 from mlplab.studies import (
@@ -50,9 +52,10 @@ from mlplab.studies import (
     open_storage,
     owner,
     signals_held,
+    stopped_by_signals,
     storage_url,
 )
-from mlplab.sweep import objectives
+from mlplab.sweep import objectives, summarize
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.csv"
@@ -152,6 +155,11 @@ class StudySweeper(Sweeper):
     ) -> None:
         self.config = config
         self.sampler_config = config.hydra.sweeper.sampler  # made again for each trial
+        # The config's own search_space (what every model has, and the chosen model's part)
+        # joins hydra.sweeper.params, which wins for a key in both.
+        own = config.get("search_space")
+        if own is not None:
+            self.params = {**OmegaConf.to_container(own, resolve=True), **self.params}
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=TellsItsTrial(task_function), config=config
         )
@@ -184,42 +192,56 @@ class StudySweeper(Sweeper):
         earlier = len(study.trials)
         if earlier:
             log.info("study %s continues after its %d trials (%s)", self.study_name, earlier, url)
-        from mlplab.sweep import ABANDONED, STOPPED_BY, THIS_SWEEPS_JOBS
-
-        per_job_dir = _default_subdir(self.config)
         # As Hydra's sweepers write it, but with its secrets redacted (mlplab.secrets).
         saved = redact_hydra_record(OmegaConf.to_container(self.config, resolve=False))
         write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(OmegaConf.create(saved)))
         launched: list[Any] = []
+        stopped = False
         try:
-            while len(launched) < self.n_trials and not STOPPED_BY and not ABANDONED:
-                size = min(self.n_jobs, self.n_trials - len(launched))
-                batch: list[Any] = []
-                for _ in range(size):  # each trial counts as launched once asked
-                    batch.append(self._ask(study, space, sweep_dir, per_job_dir))
-                    launched.append(batch[-1])
-                jobs = []
-                for trial, values in batch:
-                    job = [*fixed, *(f"{k}={v}" for k, v in values.items())]
-                    job += [f"hydra.sweeper.trial={trial.number}"]
-                    job += [f"hydra.sweeper.storage={_quoted(url)}"]
-                    job += [f"hydra.sweep.subdir={trial.number}"] * per_job_dir
-                    jobs.append(job)
-                    THIS_SWEEPS_JOBS.append(str(trial.number))
-                ids = [trial._trial_id for trial, _ in batch]
-                # The sweep beats for its trials until their jobs beat for themselves: a job
-                # waiting in a SLURM queue is alive while the sweep waiting for it is.
-                with Heartbeat(storage, ids, self.heartbeat_s, only_own=True):
-                    self.launcher.launch(jobs, initial_job_idx=batch[0][0].number)
-                # The launcher returned: its jobs are over, and one that did not tell its
-                # trial how it ended was killed (or never started).
-                self._fail_unended(study, [t for t, _ in batch], "ended without a result")
+            with stopped_by_signals("the sweep"):
+                self._run_trials(study, space, fixed, sweep_dir, url, launched)
+        except RunInterrupted:
+            stopped = True
+            raise
         finally:
             # Stopped (Ctrl-C, SIGTERM, an error): a trial whose process is gone ends as FAIL;
             # a job that goes on elsewhere (a SLURM job) tells its own trial when it ends.
             with signals_held():
                 self._fail_unended(study, [t for t, _ in launched], "interrupted", alive_ok=True)
                 self._write_results(study, sweep_dir)
+                if stopped:  # Hydra's end of a multirun (the summary) does not come
+                    print(f"sweep summary: {summarize(sweep_dir)['md']}", file=sys.stderr)
+
+    def _run_trials(
+        self, study: Any, space: dict, fixed: list, sweep_dir: Path, url: str, launched: list
+    ) -> None:
+        """Ask, launch and end batches of trials until ``n_trials`` are launched (each one
+        into ``launched`` once asked) or the sweep stops."""
+        from mlplab.sweep import ABANDONED, STOPPED_BY, THIS_SWEEPS_JOBS
+
+        per_job_dir = _default_subdir(self.config)
+        while len(launched) < self.n_trials and not STOPPED_BY and not ABANDONED:
+            size = min(self.n_jobs, self.n_trials - len(launched))
+            batch: list[Any] = []
+            for _ in range(size):
+                batch.append(self._ask(study, space, sweep_dir, per_job_dir))
+                launched.append(batch[-1])
+            jobs = []
+            for trial, values in batch:
+                job = [*fixed, *(f"{k}={v}" for k, v in values.items())]
+                job += [f"hydra.sweeper.trial={trial.number}"]
+                job += [f"hydra.sweeper.storage={_quoted(url)}"]
+                job += [f"hydra.sweep.subdir={trial.number}"] * per_job_dir
+                jobs.append(job)
+                THIS_SWEEPS_JOBS.append(str(trial.number))
+            ids = [trial._trial_id for trial, _ in batch]
+            # The sweep beats for its trials until their jobs beat for themselves: a job
+            # waiting in a SLURM queue is alive while the sweep waiting for it is.
+            with Heartbeat(study._storage, ids, self.heartbeat_s, only_own=True):
+                self.launcher.launch(jobs, initial_job_idx=batch[0][0].number)
+            # The launcher returned: its jobs are over, and one that did not tell its
+            # trial how it ended was killed (or never started).
+            self._fail_unended(study, [t for t, _ in batch], "ended without a result")
 
     # -- the study ----------------------------------------------------------------------------
     def _open_study(self, optuna: Any, storage: Any, space: dict[str, Any], url: str) -> Any:
