@@ -308,6 +308,15 @@ def test_copier_update_brings_a_template_change_and_keeps_the_users_edits(releas
     assert (recorded["mlplab_source"], recorded["_commit"]) == ("/opt/mlplab/lib", "v1.2.0")
 
 
+def test_copier_update_in_the_template_repository_itself_stops_in_one_line(released):
+    done = copier("update", "--defaults", cwd=released)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Cannot update because cannot obtain old template references from `.copier-answers.yml`."
+    )
+    assert git("status", "--porcelain", cwd=released) == ""  # nothing touched
+
+
 def test_the_library_a_project_installs_is_the_templates_at_its_version(released, tmp_path):
     """The Makefile's source installs (pip, from the template's git history, offline), and
     ``mlplab --version`` names the commit it came from."""
