@@ -535,13 +535,13 @@ def _shape_mismatch(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
     """A network given inputs of a shape it cannot take (an own CNN on a table, an MLP sized
     for other data), as one line naming the config key that built the network, the inputs'
     shape and torch's words: which shapes met."""
-    import torch
-    from lightning import LightningModule
-    from torch import nn
-
     seen = next((e for e in _chain(exc) if isinstance(e, RuntimeError)), None)
     if seen is None or not SHAPE_ERROR.search(str(seen)):
         return None
+    import torch  # loaded already: torch raised it
+    from lightning import LightningModule
+    from torch import nn
+
     tb, network = seen.__traceback__, None
     while tb is not None and network is None:  # the outermost forward of a plain nn.Module
         frame = tb.tb_frame
