@@ -317,6 +317,7 @@ def test_copier_update_in_the_template_repository_itself_stops_in_one_line(relea
     assert git("status", "--porcelain", cwd=released) == ""  # nothing touched
 
 
+@pytest.mark.slow
 def test_the_library_a_project_installs_is_the_templates_at_its_version(released, tmp_path):
     """The Makefile's source installs (pip, from the template's git history, offline), and
     ``mlplab --version`` names the commit it came from."""

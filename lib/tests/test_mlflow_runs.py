@@ -250,6 +250,7 @@ def test_an_unwritable_store_is_one_line_at_once(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_run_continued_elsewhere_or_after_its_mlflow_run_was_deleted_is_one_line(tmp_path):
     first = tmp_path / "first"
     code, last = ended(train_in(tmp_path / "a", *NEW, f"hydra.run.dir={first}"))
@@ -272,6 +273,7 @@ def test_a_run_continued_elsewhere_or_after_its_mlflow_run_was_deleted_is_one_li
     assert code == 2 and "the MLflow experiment mnist_mlp was deleted" in last, last
 
 
+@pytest.mark.slow
 def test_two_runs_starting_at_once_on_a_new_store_both_log(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     (tmp_path / "store").mkdir()

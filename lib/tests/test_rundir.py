@@ -99,6 +99,7 @@ def test_a_new_run_refuses_the_dir_of_a_finished_run(finished_run):
     assert snapshot(finished_run) == before  # its .hydra/ included
 
 
+@pytest.mark.slow
 def test_finished_files_have_the_mode_the_umask_gives_not_a_temporary_files(tmp_path):
     """A colleague in the run's group reads a finished run (umask 027: group may read)."""
     old = os.umask(0o027)  # inherited by the commands below

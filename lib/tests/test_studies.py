@@ -179,6 +179,7 @@ def test_a_journal_whose_last_record_was_torn_continues(tmp_path):
     assert [(t.number, t.state.name) for t in trials(journal)] == [(0, "COMPLETE"), (1, "COMPLETE")]
 
 
+@pytest.mark.slow
 def test_a_multi_objective_study_tells_each_trial_its_values(tmp_path):
     done = sweep(
         "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=[maximize,minimize]",
@@ -333,6 +334,7 @@ def test_a_stopped_sweep_keeps_the_finished_jobs_value_and_fails_the_interrupted
     assert [r["state"] for r in study_rows(tmp_path)] == ["COMPLETE", "FAIL"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_as_a_finished_trial_is_told_keeps_its_value_and_ends_in_one_line(
     tmp_path, signum
@@ -369,6 +371,7 @@ def test_a_trial_whose_sweep_was_killed_is_failed_when_the_study_continues(tmp_p
     assert new.state == TrialState.COMPLETE and job_dirs(tmp_path) == [0, 1]
 
 
+@pytest.mark.slow
 def test_trials_left_running_by_dead_sweeps_end_as_their_job_dirs_say(tmp_path):
     """A sweep killed right after it asked for a trial (no heartbeat yet), and one killed
     after its job finished but before it told the trial: the study's next sweep ends both."""
