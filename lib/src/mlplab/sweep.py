@@ -512,11 +512,17 @@ def _number(text: str) -> float | None:
 
 def _log_params(sweep_dir: Path) -> dict[str, bool]:
     """For each parameter of the sweeper's search space, whether it is sampled on a log scale
-    (``tag(log, ...)``), read from the Hydra config a job of the sweep saved."""
+    (``tag(log, ...)``), read from the configs a job of the sweep saved: the job's own
+    ``search_space`` and Hydra's ``hydra.sweeper.params``."""
     saved = next(iter(sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))), None)
     if saved is None:
         return {}
-    params = OmegaConf.select(OmegaConf.load(saved), "hydra.sweeper.params") or {}
+    job = saved.with_name("config.yaml")
+    own = OmegaConf.select(OmegaConf.load(job), "search_space") if job.is_file() else None
+    params = {
+        **(OmegaConf.to_container(own) if OmegaConf.is_dict(own) else {}),
+        **(OmegaConf.select(OmegaConf.load(saved), "hydra.sweeper.params") or {}),
+    }
     return {str(k): "log" in str(v) for k, v in params.items()}
 
 
