@@ -33,6 +33,7 @@ from mlplab.errors import (
     MlplabError,
     RunInterrupted,
 )
+from mlplab.instantiate import built_parts, locate
 from mlplab.resume import register_resolvers
 from mlplab.speedups import exit_without_teardown
 from mlplab.sweep import (
@@ -447,7 +448,6 @@ def _constructor_error(exc: BaseException, cfg: DictConfig) -> ConfigError | Non
     chain = list(_chain(exc))
     if any(isinstance(seen, MlplabError) for seen in chain):
         return None  # mlplab's own line says more
-    config = OmegaConf.to_container(cfg, resolve=False)
     built = [seen for seen in chain if type(seen).__name__ == "InstantiationException"]
     cause: BaseException | None = None
     if built:
@@ -455,13 +455,13 @@ def _constructor_error(exc: BaseException, cfg: DictConfig) -> ConfigError | Non
         cause = innermost.__cause__ or innermost.__context__
         found = re.search(r"target '([^']+)'", str(innermost))
         target = found.group(1) if found else "?"
-        keys = sorted(_keys_building(config, target), key=len)
         full_key = re.search(r"full_key: (\S+)", str(built[0]))
-        key = keys[0] if keys else (full_key.group(1) if full_key else target)
+        key = _part_key(cfg, target) or (full_key.group(1) if full_key else target)
     else:  # raised by a partial's call, e.g. the optimizer's, inside the training
-        key, target = _raising_part(exc, config)
-        if key is None:
+        part = _raising_part(exc, cfg)
+        if part is None:
             return None
+        key, target = part
         cause = exc
     if isinstance(cause, TypeError):
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
@@ -471,49 +471,56 @@ def _constructor_error(exc: BaseException, cfg: DictConfig) -> ConfigError | Non
     return ConfigError(f"{key} ({target}) cannot be built: {reason}")
 
 
-def _raising_part(exc: BaseException, config: Any) -> tuple[str | None, str]:
+def _raising_part(exc: BaseException, cfg: DictConfig) -> tuple[str, str] | None:
     """The config key and target of the part whose constructor raised ``exc`` (a
     ``TypeError`` or ``ValueError`` from building it), if a config node builds it."""
     if not isinstance(exc, TypeError | ValueError):
-        return None, ""
+        return None
     unexpected = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword", str(exc))
     names = [unexpected.group(1)] if unexpected else []
     tb = exc.__traceback__
     while tb is not None:  # the innermost __init__ that raised it, of a class a node names
-        self = (
-            tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
-        )
+        frame = tb.tb_frame
+        self = frame.f_locals.get("self") if frame.f_code.co_name == "__init__" else None
         if self is not None:
             names.insert(0, type(self).__name__)
         tb = tb.tb_next
-    for name in names:
-        for target in sorted(set(_targets_in(config))):
-            if target.rsplit(".", 1)[-1] == name:
-                return sorted(_keys_building(config, target), key=len)[0], target
-    return None, ""
+    return next(filter(None, (_part_of_class(cfg, name) for name in names)), None)
 
 
-def _targets_in(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("_target_"), str):
-            yield node["_target_"]
-        for value in node.values():
-            yield from _targets_in(value)
+def _built_parts(cfg: DictConfig) -> dict[str, str]:
+    """The config's parts (key: target), their targets resolved (``${project:...}``) where
+    the config resolves."""
+    try:
+        return built_parts(OmegaConf.to_container(cfg, resolve=True))
+    except Exception:  # an interpolation that resolves only in Hydra's run: as written
+        return built_parts(cfg)
+
+
+def _part_key(cfg: DictConfig, target: str) -> str | None:
+    """The shortest config key whose node builds ``target``."""
+    keys = [key for key, built in _built_parts(cfg).items() if built == target]
+    return min(keys, key=len) if keys else None
+
+
+def _part_of_class(cfg: DictConfig, name: str) -> tuple[str, str] | None:
+    """The config key and target of the part built from a class called ``name``."""
+    targets = sorted({t for t in _built_parts(cfg).values() if t.rsplit(".", 1)[-1] == name})
+    key = _part_key(cfg, targets[0]) if targets else None
+    return (key, targets[0]) if key is not None else None
 
 
 def _unexpected_argument(key: str, target: str, argument: str) -> ConfigError:
     """``key.argument`` is not an argument of ``target``: said with the ones it takes."""
     import inspect
 
-    from hydra.utils import get_object
-
     try:
         parameters = [
             name
-            for name, p in inspect.signature(get_object(target)).parameters.items()
+            for name, p in inspect.signature(locate(target)).parameters.items()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "params"
         ]
-    except (ValueError, TypeError, ImportError):
+    except (ValueError, TypeError, ImportError, AttributeError):
         parameters = []
     near = closest(argument, parameters)
     hint = f"did you mean {key}.{near}? " if near else ""
@@ -552,26 +559,14 @@ def _shape_mismatch(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
     if network is None:
         return None
     module, tensors = network
-    config = OmegaConf.to_container(cfg, resolve=False)
-    name = type(module).__name__
-    target = next((t for t in _targets_in(config) if t.rsplit(".", 1)[-1] == name), None)
-    keys = sorted(_keys_building(config, target), key=len) if target else []
-    built = f"{keys[0]} ({target})" if keys else f"the network {name}"
+    part = _part_of_class(cfg, type(module).__name__)
+    built = f"{part[0]} ({part[1]})" if part else f"the network {type(module).__name__}"
     shape = f" of shape {list(tensors[0].shape)}" if tensors else ""
     words = " ".join(str(seen).split())
     return ConfigError(
         f"{built} cannot take the data's inputs{shape} (batch first): {words}; choose a "
         "network built for the data's input shape"
     )
-
-
-def _keys_building(node: Any, target: str, key: str = "") -> Iterator[str]:
-    """The config keys whose node has ``_target_: target``."""
-    if isinstance(node, dict):
-        if node.get("_target_") == target:
-            yield key
-        for name, value in node.items():
-            yield from _keys_building(value, target, f"{key}.{name}" if key else str(name))
 
 
 def _mlplab_cause(exc: BaseException) -> BaseException:

@@ -7,7 +7,6 @@ import importlib.util
 import inspect
 import pickle
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import project_packages
 from mlplab.errors import CheckpointError
-from mlplab.instantiate import is_buildable
+from mlplab.instantiate import built_parts, config_nodes, is_buildable, locate
 
 # What mlplab adds to a Lightning checkpoint (written by mlplab.checkpoints).
 CONFIG_KEY = "mlplab_config"
@@ -99,30 +98,8 @@ def trust_packages(packages: Any, config: Any = None) -> None:
     """Add the user's own packages (the run's ``trusted_packages``), and those that the
     command's own ``config`` builds from (the project's), to those a stored config may build
     from. Called with the command line's config, never a checkpoint's."""
-    own = sorted({target.split(".")[0] for target in _targets(config)})
+    own = sorted({target.split(".")[0] for target in built_parts(config).values()})
     _trusted[:] = [str(p) for p in (packages or [])] + own
-
-
-def _targets(config: Any) -> Iterator[str]:
-    """Every ``_target_`` in ``config`` (unresolved: a target is a plain string)."""
-    for _, name, value in _nodes(config):
-        if name == "_target_" and isinstance(value, str):
-            yield value
-
-
-def _nodes(config: Any, key: str = "") -> Iterator[tuple[str, str, Any]]:
-    """Each ``(path, name, value)`` of ``config``'s tree (unresolved), depth first."""
-    if OmegaConf.is_config(config):
-        config = OmegaConf.to_container(config, resolve=False)
-    if isinstance(config, dict):
-        for name, value in config.items():
-            where = f"{key}.{name}" if key else str(name)
-            yield where, str(name), value
-            yield from _nodes(value, where)
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            yield f"{key}[{i}]", "", value
-            yield from _nodes(value, f"{key}[{i}]")
 
 
 def renamed_project(config: dict[str, Any], written_by: Any) -> dict[str, Any]:
@@ -157,7 +134,7 @@ def check_targets(config: Any, source: str) -> None:
     outside the trusted packages or not of a built kind (:func:`built_kinds`, or marked
     :func:`mlplab.buildable`), an argument that switches a safety off (:data:`SAFE_VALUES`), or an
     interpolation (a stored config is resolved; only a secret's ``${oc.env:NAME}`` stays)."""
-    for where, name, value in _nodes(config):
+    for where, name, value in config_nodes(config):
         if name == "_target_":
             _check_target(value, source, where)
         elif name in SAFE_VALUES and value != SAFE_VALUES[name]:
@@ -185,20 +162,6 @@ def _shown(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _located(target: str) -> Any:
-    """The object ``target`` (``package.module.Name``) names, as Hydra would find it."""
-    parts = target.split(".")
-    for end in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:end]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[end:]:
-            obj = getattr(obj, name)
-        return obj
-    raise ModuleNotFoundError(target)
-
-
 def _check_target(target: Any, source: str, key: str) -> None:
     packages = (*BUILT_IN_PACKAGES, *project_packages(), *_trusted)
     target = str(target)
@@ -209,11 +172,9 @@ def _check_target(target: Any, source: str, key: str) -> None:
             f"build from ({', '.join(packages)}; add your own with trusted_packages=[...]): "
             "refused, nothing was built"
         )
-    from hydra.utils import get_object
-
     try:
-        obj = get_object(target)
-    except Exception:
+        obj = locate(target)
+    except Exception:  # whatever its import raised: nothing is built from it
         raise CheckpointError(
             f"{source} names {key}={_shown(target)}, which does not exist in this environment: "
             "refused, nothing was built"
