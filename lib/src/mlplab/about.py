@@ -94,13 +94,15 @@ def rename_package(project: Path, new: str) -> str:
         project / "Makefile": [(rf"^# {re.escape(old)}:", f"# {new}:")],
         project / "README.md": [(rf"\b{re.escape(old)}\b", new)],
     }
+    from mlplab.rundir import write_text  # each file whole or not at all
+
     (project / "src" / old).rename(project / "src" / new)
     for path, changes in edits.items():
         if path.is_file():
             text = path.read_text()
             for pattern, replacement in changes:
                 text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
-            path.write_text(text)
+            write_text(path, text)
     return old
 
 
