@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import json
 import logging
 import os
 import re
-import signal
 import sys
 import traceback
 import warnings
@@ -36,6 +36,7 @@ from mlplab.errors import (
 from mlplab.instantiate import built_parts, locate
 from mlplab.resume import register_resolvers
 from mlplab.speedups import exit_without_teardown
+from mlplab.studies import stopped_by_signals
 from mlplab.sweep import (
     ABANDONED,
     FAILED_JOBS,
@@ -68,8 +69,19 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
     sys.argv = ddp_rank_argv(sys.argv)
     script = getattr(main, "__wrapped__", main).__code__.co_filename
     ENTRY_CONF_DIR[:] = [Path(script).resolve().parent / "conf"]  # config errors read it
-    if config_name != "train":  # train.py stops at a batch boundary: mlplab.checkpoints
-        _stop_on_signals(f"{config_name}.py")
+    # Ctrl-C and SIGTERM as one line (exit 130, 143) where the command is: the file being
+    # written is dropped on the way out (mlplab.rundir). train.py stops at a batch boundary
+    # instead (mlplab.checkpoints).
+    stops = (
+        stopped_by_signals(f"{config_name}.py", ": its unfinished files were not written")
+        if config_name != "train"
+        else contextlib.nullcontext()
+    )
+    with stops:
+        _run_entry_point(main, config_name)
+
+
+def _run_entry_point(main: Callable[[], object], config_name: str) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own test of it
         exit_without_teardown(lambda: _sweep_status(main))
         return
@@ -97,23 +109,6 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
             raise
         print(f"error: {shortened(message)}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _stop_on_signals(command: str) -> None:
-    """Ctrl-C and SIGTERM as :class:`RunInterrupted` (exit 130, 143), raised where the
-    command is: the file being written is dropped on the way out (mlplab.rundir), and
-    the signal is said in one line instead of a traceback or a silent death."""
-
-    def stop(signum: int, frame: Any) -> None:
-        for each in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(each, signal.SIG_IGN)  # a second signal: already stopping
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        raise RunInterrupted(
-            f"{command} stopped by {name}: its unfinished files were not written", 128 + signum
-        )
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop)
 
 
 def _sweep_status(main: Callable[[], object]) -> None:
@@ -352,8 +347,8 @@ def refuse_a_sweeper_without_multirun() -> None:
     if sweeper and not sweeper.endswith("BasicSweeper"):
         raise ConfigError(
             f"this config chooses a sweeper ({sweeper.rsplit('.', 1)[-1]}), which searches only "
-            "in a multirun: add -m (python train.py -m ...), or drop the hparams_search option "
-            "to train once"
+            "in a multirun: add -m (python train.py -m ...), or leave out the option that chose "
+            "it to train once"
         )
 
 

@@ -413,24 +413,30 @@ def signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stopped_by_signals(what: str) -> Iterator[None]:
-    """Ctrl-C and SIGTERM during the block as :class:`RunInterrupted` (exit 130, 143), raised
-    where the main thread is, unless a handler of its own is installed already (a parallel
-    sweep's). A job's training installs its own while it fits."""
+def stopped_by_signals(what: str, then: str = "") -> Iterator[None]:
+    """Ctrl-C and SIGTERM during the block as :class:`RunInterrupted` (exit 130, 143:
+    ``"<what> stopped by Ctrl-C<then>"``), raised where the main thread is, unless a handler
+    of its own is installed already (a parallel sweep's; a job's training installs its own
+    while it fits). After the first, the process is ending: a second one is ignored."""
     if threading.current_thread() is not threading.main_thread() or any(
         signal.getsignal(s) not in (signal.SIG_DFL, signal.default_int_handler)
         for s in STOP_SIGNALS
     ):
         yield
         return
+    arrived: list[int] = []
 
     def stop(signum: int, _: Any) -> None:
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)  # a second signal: already stopping
+        arrived.append(signum)
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        raise RunInterrupted(f"{what} stopped by {name}", 128 + signum)
+        raise RunInterrupted(f"{what} stopped by {name}{then}", 128 + signum)
 
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not arrived:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
