@@ -35,8 +35,8 @@ from mlplab.errors import (
 )
 from mlplab.instantiate import built_parts, locate
 from mlplab.resume import register_resolvers
+from mlplab.signals import stopped_by_signals
 from mlplab.speedups import exit_without_teardown
-from mlplab.studies import stopped_by_signals
 from mlplab.sweep import (
     ABANDONED,
     FAILED_JOBS,

@@ -39,6 +39,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from mlplab.errors import RunInterrupted
 from mlplab.rundir import RunDirTaken, atomic_path, write_text
 from mlplab.secrets import redact_hydra_record
+from mlplab.signals import signals_held, stopped_by_signals
 from mlplab.studies import (
     HEARTBEAT,
     OPTIMIZED,
@@ -51,8 +52,6 @@ from mlplab.studies import (
     make_pruner,
     open_storage,
     owner,
-    signals_held,
-    stopped_by_signals,
     storage_url,
 )
 from mlplab.sweep import objectives, summarize
