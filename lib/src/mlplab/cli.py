@@ -35,13 +35,16 @@ from mlplab.errors import (
 )
 from mlplab.instantiate import built_parts, locate
 from mlplab.resume import register_resolvers
+from mlplab.rundir import unlock_all
 from mlplab.signals import stopped_by_signals
 from mlplab.speedups import exit_without_teardown
+from mlplab.stored import forget_trusted
 from mlplab.sweep import (
     ABANDONED,
     FAILED_JOBS,
     STOPPED_BY,
     ddp_rank_argv,
+    forget_earlier_sweeps,
     in_multirun,
     in_parallel_job,
     in_submitit_job,
@@ -66,6 +69,7 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
 
     ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full tracebacks.
     """
+    _begin_command()
     sys.argv = ddp_rank_argv(sys.argv)
     script = getattr(main, "__wrapped__", main).__code__.co_filename
     ENTRY_CONF_DIR[:] = [Path(script).resolve().parent / "conf"]  # config errors read it
@@ -77,8 +81,20 @@ def entry_point(main: Callable[[], object], config_name: str) -> None:
         if config_name != "train"
         else contextlib.nullcontext()
     )
-    with stops:
-        _run_entry_point(main, config_name)
+    try:
+        with stops:
+            _run_entry_point(main, config_name)
+    finally:
+        unlock_all()  # the process may go on (mlplab.testing.run_command): let the dirs go
+
+
+def _begin_command() -> None:
+    """What a command learns about itself starts empty, as in a new process: a process may
+    run several (the tests run them in theirs, :func:`mlplab.testing.run_command`)."""
+    global TASK_STARTED
+    TASK_STARTED = False
+    forget_earlier_sweeps()
+    forget_trusted()
 
 
 def _run_entry_point(main: Callable[[], object], config_name: str) -> None:

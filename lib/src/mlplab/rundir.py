@@ -195,6 +195,12 @@ def unlock_run_dir(folder: str | Path) -> None:
         os.close(fd)  # the lock goes with the last open descriptor
 
 
+def unlock_all() -> None:
+    """Let go of every run dir this process holds (a command's end, the process going on)."""
+    for folder in list(_held):
+        unlock_run_dir(folder)
+
+
 def _read_holder(fd: int) -> str:
     """Who holds the lock on ``fd``'s file, from the kernel's table (Linux), else unsaid."""
     inode = os.fstat(fd).st_ino

@@ -48,6 +48,11 @@ def skip_unused_batch_hooks(callbacks: Iterable[L.Callback]) -> None:
                 setattr(callback, name, None)
 
 
+# A process that runs commands and goes on after them (mlplab.testing.run_command, a notebook)
+# sets this to False: its commands then return as functions do.
+exit_after_command = True
+
+
 def exit_without_teardown(main: Callable[[], object]) -> None:
     """Run a script's ``main`` and, when it succeeds, end the process without the
     interpreter's teardown.
@@ -67,7 +72,7 @@ def exit_without_teardown(main: Callable[[], object]) -> None:
         if exc.code not in (None, 0):
             raise
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if any(not thread.daemon for thread in others):
+    if not exit_after_command or any(not thread.daemon for thread in others):
         return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -8,14 +8,16 @@ import inspect
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import project_packages
 from mlplab.errors import CheckpointError
 from mlplab.instantiate import built_parts, config_nodes, is_buildable, locate
+
+if TYPE_CHECKING:
+    import torch
 
 # What mlplab adds to a Lightning checkpoint (written by mlplab.checkpoints).
 CONFIG_KEY = "mlplab_config"
@@ -26,6 +28,8 @@ PROJECT_KEY = "mlplab_project_packages"  # the project's own packages when it wa
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file with ``weights_only=True`` (no code runs); clear errors otherwise."""
+    import torch  # here: the CLI imports this module before the config is checked
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -100,6 +104,11 @@ def trust_packages(packages: Any, config: Any = None) -> None:
     from. Called with the command line's config, never a checkpoint's."""
     own = sorted({target.split(".")[0] for target in built_parts(config).values()})
     _trusted[:] = [str(p) for p in (packages or [])] + own
+
+
+def forget_trusted() -> None:
+    """A new command trusts only what its own command line says (:func:`trust_packages`)."""
+    _trusted.clear()
 
 
 def renamed_project(config: dict[str, Any], written_by: Any) -> dict[str, Any]:

@@ -75,6 +75,14 @@ THIS_SWEEPS_JOBS: list[str] = []
 # optimized metric is not one the runs record). Its sweeper stops asking; the jobs it had
 # launched already end "not run".
 ABANDONED: list[str] = []
+# The jobs of this process's multirun that did not succeed (read by mlplab.cli.entry_point).
+FAILED_JOBS: list[str] = []
+
+
+def forget_earlier_sweeps() -> None:
+    """A new command of this process knows nothing of an earlier command's sweep."""
+    for facts in (STOPPED_BY, THIS_SWEEPS_JOBS, ABANDONED, FAILED_JOBS):
+        facts.clear()
 
 
 def objectives(cfg: DictConfig) -> list[str]:
@@ -578,7 +586,3 @@ def summarize_sweep() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return summarize(HydraConfig.get().sweep.dir)["md"]
-
-
-# The jobs of this process's multirun that did not succeed (read by mlplab.cli.entry_point).
-FAILED_JOBS: list[str] = []

@@ -7,13 +7,21 @@ their share of the cores. A project's ``tests/conftest.py`` imports the fixtures
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import os
+import runpy
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +99,140 @@ def run_python(
         timeout=timeout,
         env=environ,
     )
+
+
+def run_command(
+    *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``python <script> <args...>`` (a script of the project: ``train.py``, ``eval.py``...)
+    run in this process, as :func:`run_python` runs it in a new one: the same command line,
+    environment and working dir (the project's root, or ``cwd``), stdout and stderr captured
+    at the file descriptors, the exit status a process would have. Its imports are paid once
+    per test process instead of once per command (5-6 s each on a 2-core CPU), which is most
+    of a short command's time.
+
+    What only a real process shows stays with :func:`run_python`: signals, two processes
+    meeting in one run dir, the interpreter's own exit, a parallel launcher's workers.
+    """
+    from mlplab import speedups
+
+    script = PROJECT / args[0]  # as `python <script>` from the project's root; run from cwd
+    with _restored_process_state(env, cwd or PROJECT), _captured_output() as (out, err):
+        speedups.exit_after_command = False  # the command returns to this process
+        sys.argv = [str(script), *args[1:]]
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+            status = 0
+        except SystemExit as exc:
+            status = _exit_status(exc.code)
+        except Exception:  # what Python prints and exits 1 with
+            traceback.print_exc()
+            status = 1
+    return subprocess.CompletedProcess([sys.executable, *args], status, out.text, err.text)
+
+
+def _exit_status(code: object) -> int:
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)  # SystemExit("message"): Python prints it, status 1
+    return 1
+
+
+class _Captured:
+    """A file that a command's output goes to, read when the command has ended."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.text = ""
+
+    def read(self) -> None:
+        self.file.flush()
+        self.file.seek(0)
+        self.text = self.file.read()
+        self.file.close()
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[tuple[_Captured, _Captured]]:
+    """stdout and stderr into files, Python's streams and the descriptors 1 and 2 alike
+    (what a library writes below Python, a child process's output)."""
+    out, err = _Captured(), _Captured()
+    streams = sys.stdout, sys.stderr
+    for stream in streams:
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    os.dup2(out.file.fileno(), 1)
+    os.dup2(err.file.fileno(), 2)
+    sys.stdout, sys.stderr = out.file, err.file
+    try:
+        yield out, err
+    finally:
+        sys.stdout, sys.stderr = streams
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        out.read()
+        err.read()
+
+
+@contextlib.contextmanager
+def _restored_process_state(env: dict | None, cwd: Path) -> Iterator[None]:
+    """What a command changes in its process, put back when it ends: the environment, the
+    working dir, argv, signal handlers, logging's handlers and levels, warning filters,
+    Hydra's global state and torch's threads."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mlplab import speedups
+
+    environ, argv, path, where = dict(os.environ), list(sys.argv), list(sys.path), os.getcwd()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    conf = list(ENTRY_CONF_DIR)
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    os.environ.update({k: v for k, v in (env or {}).items() if v is not None})
+    for name in [k for k, v in (env or {}).items() if v is None]:
+        os.environ.pop(name, None)
+    os.chdir(cwd)
+    GlobalHydra.instance().clear()
+    try:
+        with warnings.catch_warnings(), _restored_logging():
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+        speedups.exit_after_command = True
+        os.chdir(where)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv[:], sys.path[:], ENTRY_CONF_DIR[:] = argv, path, conf
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _restored_logging() -> Iterator[None]:
+    """Logging as before the command: Hydra configures it for each run (a file handler in
+    the run dir, a stream handler on the captured stdout), and libraries set their levels."""
+    manager = logging.Logger.manager
+
+    def loggers() -> list[logging.Logger]:
+        named = [x for x in manager.loggerDict.values() if isinstance(x, logging.Logger)]
+        return [logging.getLogger(), *named]
+
+    before = {x: (list(x.handlers), x.level, x.propagate, x.disabled) for x in loggers()}
+    disabled = manager.disable
+    try:
+        yield
+    finally:
+        for each in loggers():
+            handlers, level, propagate, off = before.get(each, ([], logging.NOTSET, True, False))
+            for handler in each.handlers:
+                if handler not in handlers:
+                    handler.close()
+            each.handlers[:] = handlers
+            each.setLevel(level)
+            each.propagate, each.disabled = propagate, off
+        logging.disable(disabled)
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 900) -> None:
