@@ -1,7 +1,8 @@
 """Bad input, table-driven: one clear line, a non-zero exit, and nobody else's outputs touched.
 
-Each case runs the real command line. A run finished before the table starts is hashed file by
-file, and must be byte-identical after every case.
+Each case runs the real command line (in this process: mlplab.testing.run_command). A run
+finished before the table starts is hashed file by file, and must be byte-identical after
+every case.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import pytest
 import torch
 from mnist_mlp.data import IDX_FILES
 
-from mlplab.testing import PROJECT, idx_bytes, tiny_idx_dataset
+from mlplab.testing import PROJECT, idx_bytes, run_command, tiny_idx_dataset
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
+    """A script's command line, in this process; Python's own options (``-c``, ``-S``) in a
+    new one."""
+    if args[0].endswith(".py"):
+        return run_command(*args, env={"HYDRA_FULL_ERROR": "0"})
     return subprocess.run(
         [sys.executable, *args],
         cwd=PROJECT,

@@ -17,7 +17,7 @@ import torch
 from mnist_mlp.train import train
 
 from mlplab.checkpoints import AtomicCheckpointIO
-from mlplab.testing import PROJECT, compose_config, run_python
+from mlplab.testing import PROJECT, compose_config, run_command
 
 QUIET = [
     "callbacks.progress_bar=null",
@@ -89,7 +89,7 @@ def test_a_picture_that_cannot_be_written_is_reported_and_the_rest_is_kept(tmp_p
 
 def test_a_full_disk_stops_the_run_with_one_line_and_no_torn_checkpoint(small_disk):
     run_dir = small_disk / "run"
-    result = run_python(
+    result = run_command(
         "train.py", "debug=smoke", f"hydra.run.dir={run_dir}", env={"HYDRA_FULL_ERROR": "0"}
     )
     assert result.returncode == 2, result.stderr
@@ -133,7 +133,7 @@ PAYLOADS = {
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("trusted") / "run"
-    proc = run_python("train.py", "debug=smoke", f"hydra.run.dir={run_dir}")
+    proc = run_command("train.py", "debug=smoke", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir
 
@@ -153,7 +153,7 @@ def tampered(run_dir: Path, tmp_path: Path, where: str, payload: dict) -> Path:
 
 
 def assert_refused(command: list[str], key: str, path: Path, where: str, out: Path) -> None:
-    proc = run_python(*command, f"{key}={path}", f"hydra.run.dir={out}")
+    proc = run_command(*command, f"{key}={path}", f"hydra.run.dir={out}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the config stored in"), proc.stderr[-2000:]
@@ -328,7 +328,7 @@ def test_a_users_own_package_is_trusted_once_declared(finished_run, tmp_path):
 def test_an_unsafe_pickle_gets_safe_advice(tmp_path):
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "obj": uuid.uuid4()}, path)
-    proc = run_python("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}")
+    proc = run_command("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2
     assert "never unpickles" in proc.stderr and "weights_only" not in proc.stderr
 

@@ -1,4 +1,6 @@
-"""The command-line entry points as a user runs them: real subprocesses, real Hydra."""
+"""The command-line entry points as a user runs them, real Hydra: each command in this
+process (mlplab.testing.run_command), a real process where the process is what is tested
+(what it imports) or a tracker's service outlives a command (W&B)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,15 @@ import time
 
 import pytest
 
-from mlplab.testing import real_data_dir
-from mlplab.testing import run_python as run
+from mlplab.testing import real_data_dir, run_python
+from mlplab.testing import run_command as run
 from mlplab.testing.wandb_records import summary_and_config
 
 QUIET = ["trainer.enable_progress_bar=false"]
 
 
 def test_help_lists_the_groups_without_importing_torch():
-    result = run("-X", "importtime", "train.py", "--help")
+    result = run_python("-X", "importtime", "train.py", "--help")
     assert result.returncode == 0
     for group in ("data:", "model:", "optimizer:", "experiment:", "debug:"):
         assert group in result.stdout
@@ -27,7 +29,7 @@ def test_help_lists_the_groups_without_importing_torch():
 
 
 def test_cfg_job_prints_the_composed_config_without_importing_torch():
-    result = run("-X", "importtime", "train.py", "--cfg", "job", "experiment=lesson")
+    result = run_python("-X", "importtime", "train.py", "--cfg", "job", "experiment=lesson")
     assert result.returncode == 0
     assert "hidden_sizes:\n  - 256\n  - 128" in result.stdout
     imported = {
@@ -151,7 +153,7 @@ def test_multirun_gives_each_job_its_own_dir(tmp_path):
 
 def test_wandb_is_offline_when_not_logged_in_and_the_run_is_ready_to_sync(tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_MODE": None, "WANDB_API_KEY": None}  # no netrc, no key
-    result = run(
+    result = run_python(
         "train.py",
         "debug=smoke",
         "logger=[wandb,csv]",
@@ -212,7 +214,7 @@ def test_fashion_mnist_trains(tmp_path):
 
 def test_a_secret_on_the_command_line_is_in_no_file_of_the_run_dir(tmp_path):
     secret = "SUPERSECRET123"
-    result = run(
+    result = run_python(
         "train.py",
         "debug=smoke",
         "logger=wandb",
@@ -251,7 +253,7 @@ def test_a_wandb_key_without_network_falls_back_to_offline_or_fails_fast(mode, t
         "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
     }
     started = time.monotonic()
-    result = run(
+    result = run_python(
         "train.py",
         "debug=smoke",
         "logger=wandb",

@@ -17,7 +17,7 @@ import mlplab
 from mlplab import export
 from mlplab.errors import ExportError
 from mlplab.export import export_model
-from mlplab.testing import PROJECT, QUIET_RUN, compose_config, houses, run_python
+from mlplab.testing import PROJECT, QUIET_RUN, compose_config, houses, run_command, run_python
 from mlplab.trained import load_trained
 
 
@@ -60,7 +60,9 @@ def test_export_py_writes_an_onnx_digits_model_a_client_serves_with_onnxruntime(
     digits_run, tmp_path
 ):
     out = tmp_path / "export"
-    proc = run_python("export.py", f"ckpt_path={digits_run}", "format=onnx", f"hydra.run.dir={out}")
+    proc = run_command(
+        "export.py", f"ckpt_path={digits_run}", "format=onnx", f"hydra.run.dir={out}"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "onnx vs PyTorch, max abs difference" in proc.stdout
     out = out / "model"
@@ -153,7 +155,7 @@ def test_a_model_beyond_the_tolerance_is_refused_and_nothing_is_written(
 
 
 def test_an_unknown_format_is_one_line_and_exit_2(digits_run, tmp_path):
-    proc = run_python(
+    proc = run_command(
         "export.py", f"ckpt_path={digits_run}", "format=tflite", f"hydra.run.dir={tmp_path}"
     )
     assert proc.returncode == 2

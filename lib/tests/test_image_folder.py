@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mlplab.data.idx import read_idx
-from mlplab.testing import real_data_dir, run_python
+from mlplab.testing import real_data_dir, run_command
 
 LETTERS = "abcdefghij"  # class folder names: the class names in every output
 FAST = ("trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
@@ -37,7 +37,7 @@ def small_digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(small_digits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_python(
+    result = run_command(
         "train.py",
         "data=images",
         f"data.path={small_digits}",
@@ -59,7 +59,7 @@ def test_class_folders_train_a_model_named_by_its_folders(trained):
 
 def test_predict_and_export_need_no_extra_option(trained, small_digits, tmp_path):
     out = tmp_path / "predict"
-    predicted = run_python(
+    predicted = run_command(
         "predict.py",
         f"ckpt_path={trained}",
         f"input={small_digits / 'c'}",
@@ -70,7 +70,7 @@ def test_predict_and_export_need_no_extra_option(trained, small_digits, tmp_path
     assert header.split(",")[2:] == [f"prob_{c}" for c in LETTERS]
     assert sum(row.split(",")[1] == "c" for row in rows) > 0.7 * len(rows)
     export = tmp_path / "export"
-    exported = run_python(
+    exported = run_command(
         "export.py", f"ckpt_path={trained}", "format=onnx", f"hydra.run.dir={export}"
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
@@ -88,7 +88,7 @@ def test_predict_and_export_need_no_extra_option(trained, small_digits, tmp_path
     ids=["cnn_rgb_shift", "kfold_resized"],
 )
 def test_models_augmentation_and_folds_work_on_folders(small_digits, overrides, tmp_path):
-    result = run_python(
+    result = run_command(
         "train.py",
         "debug=smoke",
         "data=images",
@@ -112,7 +112,7 @@ def test_a_separate_test_folder_is_the_test_split(small_digits, tmp_path):
         (test / folder.name).mkdir(parents=True)
         for path in sorted(folder.iterdir())[:20]:
             (test / folder.name / path.name).write_bytes(path.read_bytes())
-    result = run_python(
+    result = run_command(
         "train.py",
         "debug=smoke",
         "data=images",
@@ -135,7 +135,7 @@ def copy_of(small_digits, tmp_path):
 
 
 def images_run(folder, tmp_path, *overrides):
-    return run_python(
+    return run_command(
         "train.py",
         "debug=smoke",
         "data=images",
@@ -215,7 +215,7 @@ def test_damaged_folders_train_around_the_damage_or_say_what_it_is(
 
 def test_predict_names_a_decompression_bomb_in_one_line(trained, tmp_path):
     bomb = decompression_bomb(tmp_path / "huge.png")
-    done = run_python(
+    done = run_command(
         "predict.py", f"ckpt_path={trained}", f"input={bomb}", f"hydra.run.dir={tmp_path / 'p'}"
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
@@ -280,7 +280,7 @@ def test_png_folders_train_as_well_as_the_same_idx_files(name, tmp_path):
         *FAST,
     )
     started = time.perf_counter()
-    from_pngs = run_python(
+    from_pngs = run_command(
         "train.py",
         "data=images",
         f"data.path={pngs / 'train'}",
@@ -290,7 +290,7 @@ def test_png_folders_train_as_well_as_the_same_idx_files(name, tmp_path):
     )
     png_s = time.perf_counter() - started
     assert from_pngs.returncode == 0, from_pngs.stderr[-3000:]
-    from_idx = run_python(
+    from_idx = run_command(
         "train.py",
         f"data={name}",
         f"data.data_dir={source}",
@@ -315,7 +315,7 @@ def test_a_test_split_without_a_mistake_has_a_report_without_misclassified_image
                 tmp_path / "bw" / name / f"{i}.png"
             )
     run = tmp_path / "run"
-    result = run_python(
+    result = run_command(
         "train.py", "data=images", f"data.path={tmp_path / 'bw'}", "data.batch_size=8",
         "optimizer=momentum", "trainer.max_epochs=10", "logger=none", *FAST,
         f"hydra.run.dir={run}",

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mlplab.data.images import read_image
 from mlplab.errors import DataError
-from mlplab.testing import run_python
+from mlplab.testing import run_command
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_predict_gives_the_same_classes_for_every_encoding_of_the_digits(
     predicted = {}
     for name, folder in forms.items():
         out = tmp_path / f"out-{name}"
-        result = run_python(
+        result = run_command(
             "predict.py", f"ckpt_path={digits_run}", f"input={folder}", f"hydra.run.dir={out}"
         )
         assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplab.testing import PROJECT, run_python
+from mlplab.testing import PROJECT, run_command
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -41,7 +41,7 @@ def tracked(tmp_path_factory):
     (root / "store").mkdir()
     uri = store(root)
     run_dir = root / "run"
-    result = run_python(
+    result = run_command(
         "train.py",
         "logger=[wandb,csv,mlflow]",
         "+secret_notes.api_key=hunter2",
@@ -92,7 +92,7 @@ def test_mlflows_own_lines_go_to_the_log_file_not_the_terminal(tracked):
 
 def test_a_resumed_run_continues_its_mlflow_run(tracked):
     uri, run_dir = tracked
-    result = run_python(
+    result = run_command(
         "train.py",
         f"ckpt_path={run_dir}",
         "trainer.max_epochs=3",
@@ -110,7 +110,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tracked):
 def test_a_sweeps_jobs_are_runs_of_one_experiment_tagged_with_the_sweep(tmp_path):
     (tmp_path / "store").mkdir()
     uri = store(tmp_path)
-    result = run_python(
+    result = run_command(
         "train.py",
         "-m",
         "logger=mlflow",
@@ -226,22 +226,28 @@ def ended(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, err.strip().splitlines()[-1] if err.strip() else ""
 
 
+def trained_in(folder: Path, *args: str, **env: str) -> tuple[int, str]:
+    """:func:`train_in` in this process: its exit status and last line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = run_command("train.py", *args, cwd=folder, env={"MLFLOW_TRACKING_URI": None, **env})
+    return done.returncode, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+
+
 def test_an_unwritable_store_is_one_line_at_once(tmp_path):
     from mlplab.testing import mount_tmpfs, unmount
 
     bad = "sqlite:////proc/none/mlflow.db"
-    code, last = ended(train_in(tmp_path, *NEW, f"hydra.run.dir={tmp_path / 'r1'}",
-                                MLFLOW_TRACKING_URI=bad))  # fmt: skip
+    code, last = trained_in(tmp_path, *NEW, f"hydra.run.dir={tmp_path / 'r1'}",
+                            MLFLOW_TRACKING_URI=bad)  # fmt: skip
     assert code == 2 and last.startswith("error: cannot write the MLflow store /proc/none/"), last
     assert not (tmp_path / "r1" / "checkpoints").exists()
     read_only = mount_tmpfs(tmp_path / "ro", "1m")
     try:
         subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
         uri = f"sqlite:///{read_only}/mlflow.db"
-        process = train_in(
+        code, last = trained_in(
             tmp_path, *NEW, f"hydra.run.dir={tmp_path / 'r2'}", MLFLOW_TRACKING_URI=uri
         )
-        code, last = ended(process)
     finally:
         unmount(read_only)
     assert code == 2 and last == (
@@ -253,23 +259,23 @@ def test_an_unwritable_store_is_one_line_at_once(tmp_path):
 @pytest.mark.slow
 def test_a_run_continued_elsewhere_or_after_its_mlflow_run_was_deleted_is_one_line(tmp_path):
     first = tmp_path / "first"
-    code, last = ended(train_in(tmp_path / "a", *NEW, f"hydra.run.dir={first}"))
+    code, last = trained_in(tmp_path / "a", *NEW, f"hydra.run.dir={first}")
     assert code == 0, last
     extend = (f"ckpt_path={first}", "trainer.max_epochs=3")
     # From another folder: its default store is not there, and none is made.
-    code, last = ended(train_in(tmp_path / "b", *extend))
+    code, last = trained_in(tmp_path / "b", *extend)
     assert code == 2 and "is in a store that is not here" in last, last
     assert not (tmp_path / "b" / "mlflow.db").exists()
     # Deleted in the store (as the UI does): restoring it is the way back.
     uri = f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
     (run,) = runs(uri)
     mlflow.MlflowClient(uri).delete_run(run.info.run_id)
-    code, last = ended(train_in(tmp_path / "a", *extend))
+    code, last = trained_in(tmp_path / "a", *extend)
     assert code == 2 and f"restore it (mlflow runs restore --run-id {run.info.run_id})" in last
     # A new run into an experiment deleted in the UI.
     client = mlflow.MlflowClient(uri)
     client.delete_experiment(client.get_experiment_by_name("mnist_mlp").experiment_id)
-    code, last = ended(train_in(tmp_path / "a", *NEW, f"hydra.run.dir={tmp_path / 'second'}"))
+    code, last = trained_in(tmp_path / "a", *NEW, f"hydra.run.dir={tmp_path / 'second'}")
     assert code == 2 and "the MLflow experiment mnist_mlp was deleted" in last, last
 
 

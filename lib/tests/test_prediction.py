@@ -12,13 +12,13 @@ from PIL import Image
 
 import mlplab
 from mlplab.errors import DataError
-from mlplab.testing import houses, idx_bytes, run_python
+from mlplab.testing import houses, idx_bytes, run_command
 from mlplab.trained import load_trained
 
 
 def predict_py(checkpoint: Path, path: Path, out: Path, *overrides: str):
     """``python predict.py`` as a user runs it: the finished process."""
-    return run_python(
+    return run_command(
         "predict.py", f"ckpt_path={checkpoint}", f"input={path}", *overrides,
         f"hydra.run.dir={out}",
     )  # fmt: skip

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mlplab.rundir import atomic_file, atomic_path, lock_run_dir, unlock_run_dir
-from mlplab.testing import PROJECT, fill_disk, idx_bytes, mount_tmpfs, run_python, unmount
+from mlplab.testing import PROJECT, fill_disk, idx_bytes, mount_tmpfs, run_command, unmount
 
 QUIET = {"HYDRA_FULL_ERROR": "0"}
 SMOKE = ("train.py", "debug=smoke")
@@ -52,7 +52,7 @@ def refused(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    result = run_python(*SMOKE, "logger=csv", f"hydra.run.dir={run_dir}")
+    result = run_command(*SMOKE, "logger=csv", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -93,7 +93,7 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_temporary_one(tmp_path):
 # -- one writer ------------------------------------------------------------------------------
 def test_a_new_run_refuses_the_dir_of_a_finished_run(finished_run):
     before = snapshot(finished_run)
-    line = refused(run_python(*SMOKE, f"hydra.run.dir={finished_run}", env=QUIET))
+    line = refused(run_command(*SMOKE, f"hydra.run.dir={finished_run}", env=QUIET))
     assert "holds another run" in line and "metrics.json" in line and "checkpoints" in line
     assert f"continue that run with: python train.py ckpt_path={finished_run}" in line
     assert snapshot(finished_run) == before  # its .hydra/ included
@@ -105,9 +105,9 @@ def test_finished_files_have_the_mode_the_umask_gives_not_a_temporary_files(tmp_
     old = os.umask(0o027)  # inherited by the commands below
     try:
         run = tmp_path / "run"
-        assert run_python(*SMOKE, "logger=csv", f"hydra.run.dir={run}").returncode == 0
+        assert run_command(*SMOKE, "logger=csv", f"hydra.run.dir={run}").returncode == 0
         export = tmp_path / "export"
-        done = run_python("export.py", f"ckpt_path={run}", f"hydra.run.dir={export}")
+        done = run_command("export.py", f"ckpt_path={run}", f"hydra.run.dir={export}")
         assert done.returncode == 0, done.stderr[-2000:]
     finally:
         os.umask(old)
@@ -136,7 +136,7 @@ def test_eval_predict_and_export_never_write_into_a_training_run(finished_run, c
         for a in command
     ]
     before = snapshot(finished_run)
-    line = refused(run_python(*args, f"hydra.run.dir={finished_run}", env=QUIET))
+    line = refused(run_command(*args, f"hydra.run.dir={finished_run}", env=QUIET))
     assert f"{command[0]} starts in an empty dir" in line
     assert snapshot(finished_run) == before
 
@@ -144,22 +144,22 @@ def test_eval_predict_and_export_never_write_into_a_training_run(finished_run, c
 @pytest.mark.slow
 def test_a_sweep_refuses_the_dir_of_a_finished_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    first = run_python("train.py", "-m", "debug=smoke", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    first = run_command("train.py", "-m", "debug=smoke", "seed=1,2", f"hydra.sweep.dir={sweep}")
     assert first.returncode == 0, first.stderr
     before = snapshot(sweep)
     again = ("train.py", "-m", "debug=smoke", "seed=3", f"hydra.sweep.dir={sweep}")
-    line = refused(run_python(*again, env=QUIET))
+    line = refused(run_command(*again, env=QUIET))
     assert "holds another run" in line and "2 job dirs" in line
     assert snapshot(sweep) == before
 
 
 def test_a_run_dir_has_one_writer_and_a_killed_one_never_blocks_the_resume(tmp_path):
     run_dir = tmp_path / "run"
-    assert run_python(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
+    assert run_command(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
     holder = Holder(run_dir)  # a process writing that run dir
     before = snapshot(run_dir)
     resume = ("train.py", f"ckpt_path={run_dir}", "trainer.max_epochs=2")
-    line = refused(run_python(*resume, env=QUIET))
+    line = refused(run_command(*resume, env=QUIET))
     assert f"is being written by another process (pid {holder.process.pid})" in line
     assert snapshot(run_dir) == before
     holder.kill()  # SIGKILL, as a lost process: the kernel lets go of its lock
@@ -168,7 +168,7 @@ def test_a_run_dir_has_one_writer_and_a_killed_one_never_blocks_the_resume(tmp_p
     for path in stale:
         path.parent.mkdir(exist_ok=True)
         path.write_text("half")
-    result = run_python(*resume)
+    result = run_command(*resume)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2
     assert not any(path.exists() for path in stale)
@@ -179,7 +179,7 @@ def test_two_new_runs_into_one_dir_at_once_one_is_refused(tmp_path):
     refused before Hydra writes a file there."""
     run_dir = tmp_path / "run"
     holder = Holder(run_dir)
-    line = refused(run_python(*SMOKE, f"hydra.run.dir={run_dir}", env=QUIET))
+    line = refused(run_command(*SMOKE, f"hydra.run.dir={run_dir}", env=QUIET))
     assert "is being written by another process" in line
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]
     holder.kill()
@@ -194,7 +194,7 @@ def test_eval_writes_no_cache_where_the_checkpoint_says(finished_run, tmp_path):
     tampered = tmp_path / "tampered.ckpt"
     torch.save(checkpoint, tampered)
     mine = tmp_path / "my-cache"
-    result = run_python(
+    result = run_command(
         "eval.py",
         f"ckpt_path={tampered}",
         f"hydra.run.dir={tmp_path / 'eval'}",
@@ -210,14 +210,14 @@ def test_a_second_predict_into_one_dir_is_refused(finished_run, tmp_path):
     out = tmp_path / "predictions"
     predict = ("predict.py", f"ckpt_path={finished_run}", f"input={images}")
     holder = Holder(out)  # the first predict.py, still writing
-    line = refused(run_python(*predict, f"hydra.run.dir={out}", env=QUIET))
+    line = refused(run_command(*predict, f"hydra.run.dir={out}", env=QUIET))
     assert "is being written by another process" in line
     assert not (out / "predictions.csv").exists()
     holder.kill()
-    done = run_python(*predict, f"hydra.run.dir={out}")
+    done = run_command(*predict, f"hydra.run.dir={out}")
     assert done.returncode == 0, done.stderr
     before = snapshot(out)
-    line = refused(run_python(*predict, f"hydra.run.dir={out}", env=QUIET))  # finished: kept
+    line = refused(run_command(*predict, f"hydra.run.dir={out}", env=QUIET))  # finished: kept
     assert "predictions.csv" in line
     assert snapshot(out) == before
 
@@ -257,7 +257,7 @@ def test_predictions_on_a_full_disk_leave_no_partial_file(finished_run, disk, tm
     images = tmp_path / "digits.idx.gz"  # 20,000 rows of probabilities: over 1 MB of CSV
     images.write_bytes(idx_bytes(np.random.default_rng(0).integers(0, 256, (20000, 28, 28))))
     out = disk / "predict"
-    result = run_python(
+    result = run_command(
         "predict.py",
         f"ckpt_path={finished_run}",
         f"input={images}",
@@ -272,7 +272,7 @@ def test_predictions_on_a_full_disk_leave_no_partial_file(finished_run, disk, tm
 def test_an_export_on_a_full_disk_leaves_neither_file(finished_run, disk):
     out = disk / "export"
     fill_disk(disk, leave=200_000)  # the model is about 1 MB
-    result = run_python(
+    result = run_command(
         "export.py",
         f"ckpt_path={finished_run}",
         "format=torchscript",
@@ -294,7 +294,7 @@ def test_eval_on_a_full_disk_leaves_no_torn_picture_or_report(finished_run, disk
     out = disk / "eval"
     out.mkdir()
     fill_disk(disk, leave=room)
-    result = run_python("eval.py", f"ckpt_path={finished_run}", f"hydra.run.dir={out}", env=QUIET)
+    result = run_command("eval.py", f"ckpt_path={finished_run}", f"hydra.run.dir={out}", env=QUIET)
     if result.returncode != 0:
         assert refused(result).startswith("error: no space left on the device")
     from PIL import Image
@@ -358,7 +358,7 @@ def tampered(tmp_path) -> tuple[Path, Path, Path]:
     own output dir, checkpoint dir and logger dir."""
     victim, run = tmp_path / "victim", tmp_path / "run"
     for folder in (victim, run):
-        result = run_python(*SMOKE, "logger=csv", f"hydra.run.dir={folder}")
+        result = run_command(*SMOKE, "logger=csv", f"hydra.run.dir={folder}")
         assert result.returncode == 0, result.stderr
     path = run / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
@@ -374,7 +374,7 @@ def tampered(tmp_path) -> tuple[Path, Path, Path]:
 def test_a_checkpoint_decides_nothing_about_where_a_resume_writes(tampered):
     victim, run, path = tampered
     before = snapshot(victim)
-    result = run_python("train.py", f"ckpt_path={path}", "trainer.max_epochs=2")
+    result = run_command("train.py", f"ckpt_path={path}", "trainer.max_epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert snapshot(victim) == before
     assert json.loads((run / "metrics.json").read_text())["epochs_trained"] == 2
@@ -388,7 +388,7 @@ def test_a_loose_checkpoint_continues_into_a_new_run_dir(tampered, tmp_path):
     loose.write_bytes(path.read_bytes())
     before_victim, before_run = snapshot(victim), snapshot(run)
     new = tmp_path / "new"
-    result = run_python(
+    result = run_command(
         "train.py", f"ckpt_path={loose}", "trainer.max_epochs=2", f"hydra.run.dir={new}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -409,7 +409,7 @@ def test_a_stored_output_path_outside_the_run_is_refused(tampered, tmp_path):
     config["callbacks"]["last_checkpoint"]["dirpath"] = str(elsewhere)
     torch.save(checkpoint, path)
     before = snapshot(run)
-    line = refused(run_python("train.py", f"ckpt_path={path}", "trainer.max_epochs=2", env=QUIET))
+    line = refused(run_command("train.py", f"ckpt_path={path}", "trainer.max_epochs=2", env=QUIET))
     assert f"callbacks.last_checkpoint.dirpath='{elsewhere}', outside the run dir" in line
     assert not elsewhere.exists()
     assert {k: v for k, v in snapshot(run).items() if not k.startswith(".hydra")} == {
@@ -423,7 +423,7 @@ def test_a_resume_on_a_read_only_file_system_says_so_in_one_line(finished_run, t
         subprocess.run(["cp", "-a", str(finished_run), str(mount / "run")], check=True)
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         line = refused(
-            run_python("train.py", f"ckpt_path={mount / 'run'}", "trainer.max_epochs=2", env=QUIET)
+            run_command("train.py", f"ckpt_path={mount / 'run'}", "trainer.max_epochs=2", env=QUIET)
         )
         assert "Read-only file system" in line and "copy" in line
     finally:

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.mlplab_studies.study_sweeper import _as_override, search_space
 from mlplab.studies import HEARTBEAT, StudyError, make_pruner, open_storage, storage_url
-from mlplab.testing import PROJECT, run_python, wait_for
+from mlplab.testing import PROJECT, run_command, wait_for
 
 STUDY = ["debug=smoke", "hparams_search=optuna"]  # 5 batches an epoch, no loggers
 PRUNING = [
@@ -45,7 +45,7 @@ def start_sweep(*args: str, sweep_dir: Path, **env: str) -> subprocess.Popen:
 
 
 def sweep(*args: str, sweep_dir: Path) -> subprocess.CompletedProcess:
-    return run_python(*sweep_command(*args, sweep_dir=sweep_dir)[1:], timeout=900)
+    return run_command(*sweep_command(*args, sweep_dir=sweep_dir)[1:])
 
 
 def trials(storage: Path | str, name: str = "mlplab_optuna") -> list[optuna.trial.FrozenTrial]:
@@ -129,7 +129,7 @@ def test_a_bad_study_setting_is_one_line_and_exit_2_before_any_job(tmp_path, arg
 
 
 def test_a_pruner_without_the_optuna_sweeper_is_one_line_and_exit_2(tmp_path):
-    done = run_python(
+    done = run_command(
         "train.py", "-m", "debug=smoke", "optimizer=sgd,adam", "hydra.sweeper.pruner=median",
         f"hydra.sweep.dir={tmp_path}",
     )  # fmt: skip

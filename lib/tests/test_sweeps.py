@@ -1,4 +1,4 @@
-"""Sweeps as a user runs them: real Hydra multirun, sweepers and launchers, in subprocesses."""
+"""Sweeps as a user runs them: real Hydra multirun, sweepers and launchers."""
 
 from __future__ import annotations
 
@@ -20,13 +20,18 @@ from mnist_mlp.module import Classifier
 
 from mlplab.stored import load_run_config
 from mlplab.sweep import _log_params
-from mlplab.testing import PROJECT, run_python
+from mlplab.testing import PROJECT, run_command, run_python
 from mlplab.testing.wandb_records import summary_and_config
 
 SMOKE = ["debug=smoke"]
 
 
 def multirun(*args: str, sweep_dir: Path) -> subprocess.CompletedProcess:
+    """``python train.py -m <args>``: in this process (:func:`mlplab.testing.run_command`),
+    unless its jobs run in processes of their own (joblib) or log to W&B (whose service
+    outlives a command)."""
+    if not any(a.startswith(("hydra/launcher=", "logger=wandb")) for a in args):
+        return run_command("train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}")
     return subprocess.run(
         [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
         cwd=PROJECT,

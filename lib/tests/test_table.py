@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from mnist_mlp.train import train
 
 from mlplab.data.table import TableDataModule
-from mlplab.testing import compose_config, run_python
+from mlplab.testing import compose_config, run_command
 
 QUIET = [
     "callbacks.progress_bar=null",
@@ -118,7 +118,7 @@ def test_regression_end_to_end_through_the_cli(tmp_path):
     path = tmp_path / "houses.csv"
     frame.to_csv(path, index=False)
     run_dir = tmp_path / "run"
-    result = run_python(
+    result = run_command(
         "train.py",
         "experiment=tabular_regression",
         "data=table",
@@ -146,7 +146,7 @@ def test_regression_end_to_end_through_the_cli(tmp_path):
     assert "predicted_vs_true.png" in report and "predicting the training mean" in report
     # eval.py rebuilds the regressor and the table's preprocessing from the checkpoint.
     eval_dir = tmp_path / "eval"
-    evaluated = run_python("eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}")
+    evaluated = run_command("eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}")
     assert evaluated.returncode == 0, evaluated.stderr
     again = json.loads((eval_dir / "metrics.json").read_text())
     assert again["test/r2"] == pytest.approx(metrics["test/r2"], abs=1e-5)
@@ -199,7 +199,7 @@ def test_the_readme_table_example_runs_as_written(tmp_path):
     the regressor, MSE and the regression metrics; no module= or loss= needed."""
     houses = houses_csv(tmp_path / "houses.csv")
     run_dir = tmp_path / "run"
-    proc = run_python(
+    proc = run_command(
         "train.py",
         "data=table",
         f"data.path={houses}",
@@ -215,7 +215,7 @@ def test_the_readme_table_example_runs_as_written(tmp_path):
 
 def test_an_explicit_choice_that_contradicts_the_task_is_refused(tmp_path):
     houses = houses_csv(tmp_path / "houses.csv")
-    proc = run_python(
+    proc = run_command(
         "train.py",
         "data=table",
         f"data.path={houses}",
@@ -231,7 +231,7 @@ def test_an_explicit_choice_that_contradicts_the_task_is_refused(tmp_path):
 def test_eval_scores_every_row_of_another_table_in_any_order(tmp_path):
     houses = houses_csv(tmp_path / "houses.csv")
     run_dir = tmp_path / "run"
-    trained = run_python(
+    trained = run_command(
         "train.py",
         "data=table",
         f"data.path={houses}",
@@ -245,7 +245,7 @@ def test_eval_scores_every_row_of_another_table_in_any_order(tmp_path):
     scores = []
     for i, table in enumerate((houses, shuffled)):
         out = tmp_path / f"eval{i}"
-        proc = run_python(
+        proc = run_command(
             "eval.py",
             f"ckpt_path={run_dir}",
             "data=table",
@@ -271,7 +271,7 @@ def test_numbers_with_thousands_separators_are_numbers_not_an_id(tmp_path):
     path.write_text("income,age,label\n" + rows)
     table = read_table(path)
     assert table["income"].dtype.kind == "f" and table["income"][1] == 2371.5
-    result = run_python(
+    result = run_command(
         "train.py",
         "debug=smoke",
         "data=table",

@@ -16,7 +16,7 @@ from mlplab.errors import DivergenceError
 from mlplab.evaluate import evaluate
 from mlplab.report import confusion_matrix, tile_images
 from mlplab.stored import load_run_config
-from mlplab.testing import build, compose_config, run_python
+from mlplab.testing import build, compose_config, run_command
 from mlplab.testing.wandb_records import summary_and_config
 
 QUIET = [
@@ -357,7 +357,7 @@ def test_load_from_checkpoint_returns_the_trained_model(trained, tmp_path):
 def test_logger_none_drops_the_callbacks_that_need_a_logger_with_one_line(tmp_path):
     """README's logger=none runs: the learning-rate monitor (it writes only to a logger)
     is dropped, as enable_progress_bar=false drops the bar, and said once."""
-    result = run_python(
+    result = run_command(
         "train.py",
         "logger=none",
         "trainer.max_epochs=1",
@@ -377,7 +377,7 @@ def test_the_config_saved_is_the_config_that_ran(tmp_path):
     # A regression table's task picks the regressor, MSE and regression metrics after the data
     # is read: .hydra/config.yaml, the checkpoint and metrics.json all show that config.
     run = tmp_path / "run"
-    done = run_python(
+    done = run_command(
         "train.py", "data=diabetes", "trainer.max_epochs=1", *QUIET, "logger=none",
         f"hydra.run.dir={run}",
     )  # fmt: skip
@@ -396,9 +396,9 @@ def test_a_resumed_regression_keeps_the_loss_it_chose(tmp_path):
     # the task's defaults are not applied over the stored choices again.
     run = tmp_path / "run"
     first = ["data=diabetes", "loss=huber", "trainer.max_epochs=1", *QUIET, "logger=none"]
-    done = run_python("train.py", *first, f"hydra.run.dir={run}")
+    done = run_command("train.py", *first, f"hydra.run.dir={run}")
     assert done.returncode == 0, done.stderr
-    done = run_python("train.py", f"ckpt_path={run}", "trainer.max_epochs=2")
+    done = run_command("train.py", f"ckpt_path={run}", "trainer.max_epochs=2")
     assert done.returncode == 0, done.stderr
     stored = load_run_config(run / "checkpoints" / "last.ckpt")
     assert stored.loss._target_ == "mnist_mlp.losses.Huber"

@@ -14,7 +14,7 @@ import pytest
 
 from mlplab.record import training_sentence
 from mlplab.speedups import skip_unused_batch_hooks
-from mlplab.testing import comparable, run_python
+from mlplab.testing import comparable, run_command
 
 # Bundled digits, 10 training batches of 64 an epoch, 5 validation batches, 10 test batches.
 SMALL = [
@@ -28,7 +28,7 @@ SMALL = [
 
 def train(run_dir: Path, *overrides: str) -> tuple[object, dict]:
     """``python train.py`` into ``run_dir``; the process and its metrics.json (or {})."""
-    proc = run_python("train.py", *SMALL, *overrides, f"hydra.run.dir={run_dir}")
+    proc = run_command("train.py", *SMALL, *overrides, f"hydra.run.dir={run_dir}")
     path = run_dir / "metrics.json"
     return proc, json.loads(path.read_text()) if path.exists() else {}
 
@@ -277,7 +277,7 @@ REFUSED = {
 def test_refused_in_one_line(tmp_path: Path, override: str) -> None:
     run_dir = tmp_path / "run"
     message = "error: " + REFUSED[override]
-    proc = run_python("train.py", *SMALL, override, f"hydra.run.dir={run_dir}")
+    proc = run_command("train.py", *SMALL, override, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(message), proc.stderr[-2000:]
@@ -291,11 +291,11 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path: Path) -> None:
     short, long = tmp_path / "short", tmp_path / "long"
     proc, _ = train(short, "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    again = run_python("train.py", f"ckpt_path={short}")
+    again = run_command("train.py", f"ckpt_path={short}")
     assert again.returncode == 2 and "is finished" in again.stderr, again.stderr[-2000:]
-    changed = run_python("train.py", f"ckpt_path={short}", "optimizer.lr=0.5")
+    changed = run_command("train.py", f"ckpt_path={short}", "optimizer.lr=0.5")
     assert changed.returncode == 2 and "optimizer.lr=0.5 would change it" in changed.stderr
-    extended = run_python("train.py", f"ckpt_path={short}", "trainer.max_epochs=3")
+    extended = run_command("train.py", f"ckpt_path={short}", "trainer.max_epochs=3")
     assert extended.returncode == 0, extended.stderr[-3000:]
     proc, reference = train(long, "trainer.max_epochs=3")
     assert proc.returncode == 0
@@ -326,7 +326,7 @@ def test_multirun_with_ddp_is_one_sweep(tmp_path: Path) -> None:
     """Rank 1 of each job runs that job (not its own copy of the sweep): one launch, one
     summary, and each job a DDP run of 2 processes."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_python(
+    proc = run_command(
         "train.py",
         "-m",
         *SMALL,

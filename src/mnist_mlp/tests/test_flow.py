@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from mlplab.testing import QUIET_RUN, compose_config, run_python
+from mlplab.testing import QUIET_RUN, compose_config, run_command
 
 from ..model import MLP
 from ..module import Classifier
@@ -26,7 +26,7 @@ def test_the_flow_trains_on_the_default_data_and_beats_the_baseline(tmp_path):
 def test_train_py_records_the_run_in_every_default_tracker(tmp_path):
     trackers = set(compose_config([], tmp_path).logger)
     run, store = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = run_python(
+    done = run_command(
         "train.py",
         "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false",

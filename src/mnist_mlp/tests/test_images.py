@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from mlplab.testing import QUIET_RUN, run_python
+from mlplab.testing import QUIET_RUN, run_command
 from PIL import Image
 
 from ..module import Classifier
@@ -19,7 +19,7 @@ def test_your_own_image_folder_trains_from_the_command_line(tmp_path):
             pixels = np.clip(rng.normal(brightness, 30, (12, 10, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
     run = tmp_path / "run"
-    done = run_python(
+    done = run_command(
         "train.py",
         "data=images",
         f"data.path={tmp_path / 'images'}",
@@ -40,7 +40,7 @@ def test_your_own_image_folder_trains_from_the_command_line(tmp_path):
 def test_the_example_folder_is_written_whole_on_first_use(tmp_path):
     run = tmp_path / "run"
     overrides = ["data=digit_images", f"paths.data_dir={tmp_path}", "trainer.max_epochs=1"]
-    done = run_python("train.py", *overrides, *QUIET_RUN, f"hydra.run.dir={run}")
+    done = run_command("train.py", *overrides, *QUIET_RUN, f"hydra.run.dir={run}")
     assert done.returncode == 0, done.stderr
     classes = sorted(p.name for p in (tmp_path / "digit_images").iterdir())
     assert classes == [str(d) for d in range(10)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlplab.testing import QUIET_RUN, houses, run_python
+from mlplab.testing import QUIET_RUN, houses, run_command
 
 from ..module import Classifier, Regressor
 
@@ -12,7 +12,7 @@ from ..module import Classifier, Regressor
 def test_your_own_csv_trains_from_the_command_line(tmp_path):
     houses().to_csv(tmp_path / "houses.csv", index=False)
     run = tmp_path / "run"
-    done = run_python(
+    done = run_command(
         "train.py",
         "data=table",
         f"data.path={tmp_path / 'houses.csv'}",
@@ -31,7 +31,7 @@ def test_your_own_csv_trains_from_the_command_line(tmp_path):
 
 def test_a_regression_table_trains_the_regressor_from_the_command_line(tmp_path):
     run = tmp_path / "run"
-    done = run_python(
+    done = run_command(
         "train.py", "data=diabetes", "trainer.max_epochs=2", *QUIET_RUN, f"hydra.run.dir={run}"
     )
     assert done.returncode == 0, done.stderr
