@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from mlplab.testing import PROJECT
+from mlplab.testing import PROJECT, run_command
 
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 # The test suite runs this test; the bench's own test runs it shortened (lib/tests/test_bench.py).
@@ -40,6 +40,7 @@ ELSEWHERE = (
     "trainer.accelerator=gpu",
 )
 PLACEHOLDERS = {"outputs/<run>": "run", "multirun/<sweep>": "sweep"}
+SCRIPTS = ("train.py", "eval.py", "predict.py", "export.py")
 TEST_DATA = os.environ.get("MLPLAB_TEST_DATA")
 
 
@@ -213,8 +214,12 @@ class Page:
         words = self.substituted(shortened(command))
         env = {**_fresh_shell_environment(), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
         rest = _without_env(words)
-        env.update(word.split("=", 1) for word in words[: len(words) - len(rest)])
+        assigned = words[: len(words) - len(rest)]
+        env.update(word.split("=", 1) for word in assigned)
         words = rest
+        if _in_this_process(words):
+            done = run_command(*words[1:], cwd=self.folder, env=env, merged=True)
+            return self._read_dirs(command, done)
         if words[0] == "python":
             words[0] = sys.executable
         done = subprocess.run(
@@ -226,6 +231,11 @@ class Page:
             text=True,
             timeout=1200,
         )
+        return self._read_dirs(command, done)
+
+    def _read_dirs(
+        self, command: Command, done: subprocess.CompletedProcess
+    ) -> subprocess.CompletedProcess:
         if command.trains:
             for line in done.stdout.splitlines():
                 if line.startswith("run dir: "):
@@ -233,6 +243,15 @@ class Page:
                 if line.startswith("sweep summary: "):
                     self.dirs["sweep"] = str(Path(line.removeprefix("sweep summary: ")).parent)
         return done
+
+
+def _in_this_process(words: list[str]) -> bool:
+    """Whether a command runs in the test's process (:func:`mlplab.testing.run_command`): a
+    project script run by ``python``, unless it runs its jobs in processes of their own (a
+    launcher, DDP). Any other runs as a user's shell runs it."""
+    script = len(words) > 1 and words[0] == "python" and words[1] in SCRIPTS
+    own_processes = any(w.startswith(("hydra/launcher=", "trainer=ddp")) for w in words)
+    return script and not own_processes
 
 
 def _fresh_shell_environment() -> dict[str, str]:

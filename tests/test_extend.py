@@ -1,19 +1,18 @@
 """The template grows from outside: a user's model and metric, with no file of mlplab edited.
 
 What a user of the template does: a config dir of their own (found through
-``hydra.searchpath``), a Python module on ``PYTHONPATH``, and the real ``train.py``.
+``hydra.searchpath``), a Python module on ``PYTHONPATH``, and the real ``train.py`` (run
+in this process: mlplab.testing.run_command).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import torch
-from mlplab.testing import PROJECT
+from mlplab.testing import PROJECT, run_command
 
 EXAMPLE = PROJECT / "examples" / "my_project"  # the example a user copies: code + configs
 
@@ -23,22 +22,15 @@ def user_run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     ``train.py`` with its config dir."""
     shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
     conf = tmp_path / "conf"
-    return subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            f"hydra.searchpath=[file://{conf}]",
-            "logger=csv",
-            "trainer.max_epochs=2",
-            "trainer.enable_progress_bar=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            *overrides,
-        ],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    return run_command(
+        "train.py",
+        f"hydra.searchpath=[file://{conf}]",
+        "logger=csv",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *overrides,
+        env={"PYTHONPATH": str(tmp_path)},
     )
 
 

@@ -538,14 +538,12 @@ def test_the_table_covers_at_least_fifteen_bad_inputs():
 
 
 @pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
-def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(tracker, tmp_path):
+def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(
+    tracker, tmp_path, monkeypatch
+):
     # The tracker's package hidden as if never installed (a project made without it).
-    script = (
-        f"import sys, runpy; sys.modules[{tracker!r}] = None; "
-        f"sys.argv = ['train.py', 'logger={tracker}', 'debug=smoke', 'hydra.run.dir={tmp_path}']; "
-        "runpy.run_path('train.py', run_name='__main__')"
-    )
-    done = cli("-c", script)
+    monkeypatch.setitem(sys.modules, tracker, None)
+    done = cli("train.py", f"logger={tracker}", "debug=smoke", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: logger={tracker} needs the {tracker} package: pip install "
@@ -560,11 +558,9 @@ OWN_NETWORK = (  # lib/tests/own_networks.py: a user's CNN, with none of the MLP
 
 
 def test_a_network_given_inputs_it_cannot_take_is_one_line_naming_both(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "train.py", *SMOKE[1:], "data=wine", *OWN_NETWORK,
-         f"hydra.run.dir={tmp_path}"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).parent)},
+    done = run_command(
+        "train.py", *SMOKE[1:], "data=wine", *OWN_NETWORK, f"hydra.run.dir={tmp_path}",
+        env={"HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).parent)},
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == (

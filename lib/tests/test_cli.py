@@ -1,6 +1,6 @@
 """The command-line entry points as a user runs them, real Hydra: each command in this
 process (mlplab.testing.run_command), a real process where the process is what is tested
-(what it imports) or a tracker's service outlives a command (W&B)."""
+(what it imports)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def test_multirun_gives_each_job_its_own_dir(tmp_path):
 
 def test_wandb_is_offline_when_not_logged_in_and_the_run_is_ready_to_sync(tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_MODE": None, "WANDB_API_KEY": None}  # no netrc, no key
-    result = run_python(
+    result = run(
         "train.py",
         "debug=smoke",
         "logger=[wandb,csv]",
@@ -214,7 +214,7 @@ def test_fashion_mnist_trains(tmp_path):
 
 def test_a_secret_on_the_command_line_is_in_no_file_of_the_run_dir(tmp_path):
     secret = "SUPERSECRET123"
-    result = run_python(
+    result = run(
         "train.py",
         "debug=smoke",
         "logger=wandb",
@@ -253,7 +253,7 @@ def test_a_wandb_key_without_network_falls_back_to_offline_or_fails_fast(mode, t
         "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
     }
     started = time.monotonic()
-    result = run_python(
+    result = run(
         "train.py",
         "debug=smoke",
         "logger=wandb",

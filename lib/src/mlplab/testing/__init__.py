@@ -102,14 +102,15 @@ def run_python(
 
 
 def run_command(
-    *args: str, env: dict | None = None, cwd: Path | None = None
+    *args: str, env: dict | None = None, cwd: Path | None = None, merged: bool = False
 ) -> subprocess.CompletedProcess:
     """``python <script> <args...>`` (a script of the project: ``train.py``, ``eval.py``...)
     run in this process, as :func:`run_python` runs it in a new one: the same command line,
     environment and working dir (the project's root, or ``cwd``), stdout and stderr captured
     at the file descriptors, the exit status a process would have. Its imports are paid once
     per test process instead of once per command (5-6 s each on a 2-core CPU), which is most
-    of a short command's time.
+    of a short command's time. ``merged``: stderr into stdout, in the order written (as
+    ``stderr=subprocess.STDOUT``).
 
     What only a real process shows stays with :func:`run_python`: signals, two processes
     meeting in one run dir, the interpreter's own exit, a parallel launcher's workers.
@@ -117,7 +118,7 @@ def run_command(
     from mlplab import speedups
 
     script = PROJECT / args[0]  # as `python <script>` from the project's root; run from cwd
-    with _restored_process_state(env, cwd or PROJECT), _captured_output() as (out, err):
+    with _restored_process_state(env, cwd or PROJECT), _captured_output(merged) as (out, err):
         speedups.exit_after_command = False  # the command returns to this process
         sys.argv = [str(script), *args[1:]]
         try:
@@ -128,7 +129,8 @@ def run_command(
         except Exception:  # what Python prints and exits 1 with
             traceback.print_exc()
             status = 1
-    return subprocess.CompletedProcess([sys.executable, *args], status, out.text, err.text)
+    stderr = None if merged else err.text
+    return subprocess.CompletedProcess([sys.executable, *args], status, out.text, stderr)
 
 
 def _exit_status(code: object) -> int:
@@ -153,10 +155,11 @@ class _Captured:
 
 
 @contextlib.contextmanager
-def _captured_output() -> Iterator[tuple[_Captured, _Captured]]:
-    """stdout and stderr into files, Python's streams and the descriptors 1 and 2 alike
-    (what a library writes below Python, a child process's output)."""
-    out, err = _Captured(), _Captured()
+def _captured_output(merged: bool) -> Iterator[tuple[_Captured, _Captured]]:
+    """stdout and stderr into files (one file if ``merged``), Python's streams and the
+    descriptors 1 and 2 alike (what a library writes below Python, a child's output)."""
+    out = _Captured()
+    err = out if merged else _Captured()
     streams = sys.stdout, sys.stderr
     for stream in streams:
         stream.flush()
@@ -171,8 +174,8 @@ def _captured_output() -> Iterator[tuple[_Captured, _Captured]]:
         for fd, copy in saved.items():
             os.dup2(copy, fd)
             os.close(copy)
-        out.read()
-        err.read()
+        for captured in {id(out): out, id(err): err}.values():
+            captured.read()
 
 
 @contextlib.contextmanager
@@ -192,6 +195,10 @@ def _restored_process_state(env: dict | None, cwd: Path) -> Iterator[None]:
     for name in [k for k, v in (env or {}).items() if v is None]:
         os.environ.pop(name, None)
     os.chdir(cwd)
+    # PYTHONPATH is read by Python as it starts: its folders go where Python puts them, and
+    # what the command imported from them goes with the command.
+    added = [os.path.abspath(p) for p in (env or {}).get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[0:0] = added
     GlobalHydra.instance().clear()
     try:
         with warnings.catch_warnings(), _restored_logging():
@@ -202,7 +209,12 @@ def _restored_process_state(env: dict | None, cwd: Path) -> Iterator[None]:
         os.chdir(where)
         os.environ.clear()
         os.environ.update(environ)
+        if sys.modules.get("wandb"):  # as the process's end would: runs finished, service gone
+            sys.modules["wandb"].teardown()  # (and its WANDB_SERVICE, which children would use)
         sys.argv[:], sys.path[:], ENTRY_CONF_DIR[:] = argv, path, conf
+        for name, module in list(sys.modules.items()):
+            if any(str(getattr(module, "__file__", None)).startswith(a + os.sep) for a in added):
+                del sys.modules[name]
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         if threads is not None:
@@ -211,21 +223,19 @@ def _restored_process_state(env: dict | None, cwd: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _restored_logging() -> Iterator[None]:
-    """Logging as before the command: Hydra configures it for each run (a file handler in
-    the run dir, a stream handler on the captured stdout), and libraries set their levels."""
+    """The loggers that existed before the command as they were: Hydra configures logging for
+    each run (a file handler in the run dir, a stream handler on the captured stdout), and
+    libraries set levels. A logger made during the command (by a library imported then) is
+    its library's, kept as that library set it."""
     manager = logging.Logger.manager
-
-    def loggers() -> list[logging.Logger]:
-        named = [x for x in manager.loggerDict.values() if isinstance(x, logging.Logger)]
-        return [logging.getLogger(), *named]
-
-    before = {x: (list(x.handlers), x.level, x.propagate, x.disabled) for x in loggers()}
+    named = [x for x in manager.loggerDict.values() if isinstance(x, logging.Logger)]
+    loggers = [logging.getLogger(), *named]
+    before = {x: (list(x.handlers), x.level, x.propagate, x.disabled) for x in loggers}
     disabled = manager.disable
     try:
         yield
     finally:
-        for each in loggers():
-            handlers, level, propagate, off = before.get(each, ([], logging.NOTSET, True, False))
+        for each, (handlers, level, propagate, off) in before.items():
             for handler in each.handlers:
                 if handler not in handlers:
                     handler.close()
