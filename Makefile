@@ -32,13 +32,14 @@ DEMOS := lr_too_high,lr_too_low,shuffled_labels,deep_sigmoid,overfit_small_data
 demos: $(STAMP)  ## the training doctor's five failure demos as one sweep (see summary.md)
 	$(PY) train.py -m experiment=$(DEMOS) logger=csv $(ARGS)
 
-# Tests in parallel processes, one per core (pytest-xdist), a test file's tests together (its
-# module fixtures are built once): most of a test's time is a CLI process starting on one core.
-# The library's tests (lib/tests: its machinery, run on this project) and the project's own
-# (tests/) run in one session, so that the long ones of each overlap. TEST_JOBS=0 runs them
-# in this process, one after the other.
+# Tests in parallel processes, one per core (pytest-xdist); an idle worker takes tests from a
+# busy one (worksteal), so the long ones (a docs page, a sweep) spread instead of queueing
+# behind their file's. The commands run in the worker's process (mlplab.testing.run_command):
+# torch and Lightning are imported once per worker. The library's tests (lib/tests: its
+# machinery, run on this project) and the project's own (tests/) run in one session.
+# TEST_JOBS=0 runs them in this process, one after the other.
 TEST_JOBS ?= auto
-PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile lib/tests src tests
+PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist worksteal lib/tests src tests
 
 test: $(STAMP)  ## fast tests of the library and the project (no slow end-to-end runs)
 	$(PYTEST) -m "not slow" $(ARGS)
