@@ -8,7 +8,11 @@ stopping as configured), run as a user runs it::
 
 Each sweep runs in its own process, one after the other, on all the cores. The table gives
 the epochs trained (summed over the trials, from each job's metrics.json), the sweep's wall
-time, the best val accuracy of the study and the pruned trials.
+time, the best val accuracy of the study, the pruned trials, and the seconds a trial costs
+beyond its fit: from one trial's end to the next one's (both written by the same process:
+each job's metrics.json), less the next one's epochs (their ``epoch_s``, training and
+validation). That is the sweeper's ask and tell, Hydra's composing of the job's config, the
+data, testing and the report: what pruning cannot save.
 
     python benchmarks/pruning_bench.py [--trials 24] [--epochs 20] [--pruners none median ...]
 """
@@ -16,6 +20,7 @@ time, the best val accuracy of the study and the pruned trials.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -51,7 +56,13 @@ def run_sweep(pruner: str, args: argparse.Namespace, sweep_dir: Path) -> dict:
     if done.returncode != 0:
         sys.exit(f"the {pruner} sweep failed:\n{done.stderr[-3000:]}")
     jobs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    ended = sorted((p.stat().st_mtime, p) for p in sweep_dir.glob("*/metrics.json"))
+    beyond = [
+        later - earlier - sum(row["epoch_s"] for row in json.loads(path.read_text())["history"])
+        for (earlier, _), (later, path) in itertools.pairwise(ended)
+    ]
     return {
+        "beyond_fit_s": sum(beyond) / max(len(beyond), 1),
         "pruner": pruner,
         "trials": len(jobs),
         "epochs": sum(m["epochs_trained"] for m in jobs),
@@ -66,12 +77,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_sweep(p, args, Path(tmp) / str(i)) for i, p in enumerate(args.pruners)]
     print(f"{args.trials} trials, at most {args.epochs} epochs each, TPE seed 42\n")
-    print("| pruner | trials | pruned | epochs trained | wall s | best val acc |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| pruner | trials | pruned | epochs trained | wall s | s a trial beyond its fit "
+          "| best val acc |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| `{r['pruner']}` | {r['trials']} | {r['pruned']} | {r['epochs']} | "
-            f"{r['wall_s']:.0f} | {100 * r['best']:.2f}% |"
+            f"{r['wall_s']:.0f} | {r['beyond_fit_s']:.2f} | {100 * r['best']:.2f}% |"
         )
     none = rows[0]
     print()

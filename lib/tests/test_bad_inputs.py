@@ -191,6 +191,12 @@ CASES = {
         "error: trainer.max_epochs=0 is not allowed",
         2,
     ),
+    "unknown_report_pictures": (
+        (*SMOKE, "callbacks.report.pictures=some"),
+        "error: callbacks.report.pictures=some: choose all, best (a study's best trial only) "
+        "or none",
+        2,
+    ),
     "negative_seed": (
         (*SMOKE, "seed=-1"),
         "error: seed=-1 is not allowed: must be an integer in [0, 2**32)",

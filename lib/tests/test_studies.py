@@ -21,6 +21,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.mlplab_studies.study_sweeper import _as_override, search_space
+from mlplab.report import DEFERRED
 from mlplab.studies import HEARTBEAT, StudyError, make_pruner, open_storage, storage_url
 from mlplab.testing import PROJECT, run_command, wait_for
 
@@ -256,6 +257,30 @@ def test_the_median_pruner_stops_hopeless_trials_as_a_normal_outcome(pruned_swee
         f"6 jobs: {6 - pruned} ok, 0 failed, 0 incomplete, {pruned} pruned."
         in (sweep_dir / "summary.md").read_text()
     )
+
+
+def test_a_studys_pictures_are_drawn_once_for_its_best_trial(pruned_sweep):
+    sweep_dir, done = pruned_sweep
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(
+        study_name="mlplab_optuna", storage=open_storage(str(sweep_dir / "optuna.journal"))
+    )
+    pictures = ("curves.png", "confusion_matrix.png", "misclassified.png")
+    for trial in study.trials:
+        job = sweep_dir / str(trial.number)
+        report = (job / "report.md").read_text()
+        if trial.number == study.best_trial.number:  # drawn when the sweep ended
+            assert all((job / name).stat().st_size > 1000 for name in pictures)
+            assert all(f"({name})" in report for name in pictures) and DEFERRED not in report
+        else:
+            assert not any((job / name).exists() for name in pictures)
+            assert DEFERRED in report
+
+
+def test_pictures_all_draws_every_trials(tmp_path):
+    done = sweep("hydra.sweeper.n_trials=2", "callbacks.report.pictures=all", sweep_dir=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.parent.name for p in tmp_path.glob("*/confusion_matrix.png")) == ["0", "1"]
 
 
 def test_optuna_dashboard_serves_a_sweeps_study(pruned_sweep):

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mlplab.data.contract import TaskData
+from mlplab.errors import ConfigError
 from mlplab.plotting import pyplot, save_figure
 from mlplab.record import (
     RunRecord,
@@ -198,14 +199,24 @@ def plot_misclassified(
     return save_figure(fig, path)
 
 
+# Where report.md says its pictures were left for later (a study's trial): replaced by them
+# when they are drawn (:func:`draw_pictures`).
+DEFERRED = (
+    "Pictures: drawn for the study's best trial only (callbacks.report.pictures=all draws "
+    "them for every trial)."
+)
+
+
 def write_report(
     output_dir: Path,
     metrics: dict[str, Any],
     config: dict[str, Any],
     sections: Sequence[Sequence[str]],
     pictures: dict[str, Path],
+    deferred: bool = False,
 ) -> Path:
-    """report.md: the headline numbers, contributed sections, the epoch log and the pictures."""
+    """report.md: the headline numbers, contributed sections, the epoch log and the pictures
+    (``deferred``: a line saying they are drawn later instead)."""
     history = metrics.get("history", [])
     tested = metrics.get("tested_epoch")
 
@@ -251,12 +262,20 @@ def write_report(
         lines += [*section, ""]
     if history:
         lines += _history_table(history, tested, pictures.get("curves"))
-    test_pictures = [p for key, p in pictures.items() if key != "curves"]
-    if test_pictures:
-        lines += ["## Test set", ""]
-        lines += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in test_pictures]
+    lines += _test_pictures(pictures) if not deferred else [DEFERRED, ""]
     lines += ["Full config: `.hydra/config.yaml`; all metrics: `metrics.json`.", ""]
     return write_text(output_dir / "report.md", "\n".join(lines))
+
+
+def _test_pictures(pictures: dict[str, Path]) -> list[str]:
+    test_pictures = [p for key, p in pictures.items() if key != "curves"]
+    if not test_pictures:
+        return []
+    return [
+        "## Test set",
+        "",
+        *(f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in test_pictures),
+    ]
 
 
 def _model_line(model: dict[str, Any], reg: dict[str, Any]) -> str:
@@ -294,35 +313,44 @@ def _history_table(
 
 
 class RunReport(L.Callback):
-    """Write report.md and its pictures into the run dir when testing ends (rank zero).
-
-    Pictures by what the run is: learning curves when it trained; for classification the
+    """Write report.md and its pictures when testing ends: learning curves, the test
     confusion matrix, and for images the misclassified ones. ``pl_module`` holds the tested
     weights then, so the pictures show the tested model.
+
+    ``pictures``: ``all`` (every run), ``none``, or ``best`` (the default): every run but the
+    trials of a study, whose pictures (0.5-1 s a trial on a 2-core CPU, as long as a short
+    trial's fit) are drawn once, for its best trial, when the study's sweep ends.
     """
+
+    def __init__(self, pictures: str = "best") -> None:
+        if pictures not in ("all", "best", "none"):
+            raise ConfigError(
+                f"callbacks.report.pictures={pictures}: choose all, best (a study's best "
+                "trial only) or none"
+            )
+        self.pictures = pictures
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         record = RunRecord.of(trainer)
         if record is None or not trainer.is_global_zero:
             return
-        datamodule = trainer.datamodule
+        later = self.pictures == "best" and in_ranked_sweep()
         pictures: dict[str, Path] = {}
-        for name, draw in self._pictures(record, pl_module, datamodule).items():
-            path = record.output_dir / f"{name}.png"
-            try:
-                pictures[name] = draw(path)
-            except OSError as exc:  # a full disk: say so, keep going with what can be written
-                log.warning("could not write %s: %s", path, exc)
+        if self.pictures != "none" and not later:
+            tested = record.tested or _test_split(trainer.datamodule)
+            drawers = self._pictures(record.metrics, tested, pl_module, trainer.datamodule)
+            pictures = _drawn(drawers, record.output_dir)
         record.files.update(pictures)
         sections = [s(record.metrics) if callable(s) else s for s in record.report_sections]
-        path = write_report(record.output_dir, record.metrics, record.config, sections, pictures)
+        path = write_report(
+            record.output_dir, record.metrics, record.config, sections, pictures, later
+        )
         record.files["report"] = path
 
     @staticmethod
     def _pictures(
-        record: RunRecord, pl_module: L.LightningModule, datamodule: Any
+        m: dict[str, Any], tested: Any, pl_module: L.LightningModule, datamodule: Any
     ) -> dict[str, Callable[[Path], Path]]:
-        m = record.metrics
         pictures: dict[str, Callable[[Path], Path]] = {}
         if m.get("history"):
             pictures["curves"] = lambda p: plot_curves(
@@ -331,7 +359,7 @@ class RunReport(L.Callback):
         if not isinstance(datamodule, TaskData):
             return pictures
         # Exactly the examples the test metrics were computed on (limit_test_batches).
-        x, y = record.tested or datamodule.splits["test"]
+        x, y = tested
         outputs, y = predict(pl_module, x), y.cpu()
         if datamodule.task == "regression":
             pictures["predicted_vs_true"] = lambda p: plot_predicted_vs_true(y, outputs, p)
@@ -345,3 +373,58 @@ class RunReport(L.Callback):
         if len(datamodule.input_shape) == 3 and bool((y != preds).any()):  # images, a miss
             pictures["misclassified"] = lambda p: plot_misclassified(x, y, preds, names, p)
         return pictures
+
+
+def _test_split(datamodule: Any) -> Any:
+    return datamodule.splits["test"] if isinstance(datamodule, TaskData) else None
+
+
+def _drawn(drawers: dict[str, Callable[[Path], Path]], folder: Path) -> dict[str, Path]:
+    """Each picture drawn into ``folder``; one that cannot be written (a full disk) is said
+    and skipped, the rest still are."""
+    pictures: dict[str, Path] = {}
+    for name, draw in drawers.items():
+        path = folder / f"{name}.png"
+        try:
+            pictures[name] = draw(path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc)
+    return pictures
+
+
+def in_ranked_sweep() -> bool:
+    """Whether this job is a trial of a sweep that ranks its trials (its sweeper has a
+    ``direction``: an Optuna study), so that its best trial is known when it ends."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    return (
+        hydra.mode is not None
+        and hydra.mode.name == "MULTIRUN"
+        and bool(hydra.sweeper.get("direction"))
+    )
+
+
+def draw_pictures(run_dir: Path) -> dict[str, Path]:
+    """Draw a finished run's pictures after the fact (a study's best trial) from its tested
+    checkpoint and test examples, into its dir, and put them into its report.md."""
+    import json
+
+    from mlplab.trained import load_trained
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    trained = load_trained(metrics.get("best_checkpoint") or run_dir, in_run_dir="last.ckpt")
+    datamodule = trained.test_data(trained.data_config())
+    tested = _test_split(datamodule)
+    if tested is not None and metrics.get("test_examples"):
+        tested = tuple(t[: metrics["test_examples"]] for t in tested)
+    drawers = RunReport._pictures(metrics, tested, trained.module, datamodule)
+    pictures = _drawn(drawers, run_dir)
+    report = run_dir / "report.md"
+    if report.exists() and DEFERRED in report.read_text():
+        curves = [f"![learning curves]({p.name})\n" for k, p in pictures.items() if k == "curves"]
+        lines = [*curves, *_test_pictures(pictures)]
+        write_text(report, report.read_text().replace(DEFERRED, "\n".join(lines).strip()))
+    return pictures

@@ -199,6 +199,7 @@ class StudySweeper(Sweeper):
         try:
             with stopped_by_signals("the sweep"):
                 self._run_trials(study, space, fixed, sweep_dir, url, launched)
+                self._draw_best_pictures(study, sweep_dir)
         except RunInterrupted:
             stopped = True
             raise
@@ -241,6 +242,28 @@ class StudySweeper(Sweeper):
             # The launcher returned: its jobs are over, and one that did not tell its
             # trial how it ended was killed (or never started).
             self._fail_unended(study, [t for t, _ in batch], "ended without a result")
+
+    def _draw_best_pictures(self, study: Any, sweep_dir: Path) -> None:
+        """The report pictures of the study's best trial (each of them, for several
+        objectives), which its job left for now (``callbacks.report.pictures=best``)."""
+        if not _default_subdir(self.config):
+            return  # job dirs named otherwise: which one holds the trial is not known
+        from mlplab.report import DEFERRED, draw_pictures
+
+        try:
+            best = [study.best_trial] if len(self.directions) == 1 else study.best_trials
+        except ValueError:  # no trial completed
+            return
+        for trial in best:
+            report = sweep_dir / str(trial.number) / "report.md"
+            if not report.is_file() or DEFERRED not in report.read_text():
+                continue  # drawn already (an earlier sweep of the study), or not left for now
+            try:
+                drawn = draw_pictures(report.parent)
+            except Exception as exc:  # the sweep's results stand without its pictures
+                log.warning("the best trial's pictures could not be drawn: %s", exc)
+                continue
+            log.info("best trial %d: its pictures %s", trial.number, ", ".join(map(str, drawn)))
 
     # -- the study ----------------------------------------------------------------------------
     def _open_study(self, optuna: Any, storage: Any, space: dict[str, Any], url: str) -> Any:
