@@ -7,7 +7,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -355,10 +354,7 @@ def test_checkpoints_written_before_a_project_is_renamed_still_load(tmp_path):
     project, run = _project_named(tmp_path / "project", "oldproj"), tmp_path / "run"
 
     def command(*args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": str(project / "src")}
-        return subprocess.run(
-            [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True
-        )
+        return run_command(*args, cwd=project, env={"PYTHONPATH": str(project / "src")})
 
     done = command("train.py", "debug=smoke", f"hydra.run.dir={run}")
     assert done.returncode == 0, done.stderr

@@ -229,7 +229,8 @@ def ended(process: subprocess.Popen) -> tuple[int, str]:
 def trained_in(folder: Path, *args: str, **env: str) -> tuple[int, str]:
     """:func:`train_in` in this process: its exit status and last line."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = run_command("train.py", *args, cwd=folder, env={"MLFLOW_TRACKING_URI": None, **env})
+    env = {"MLFLOW_TRACKING_URI": None, **env}
+    done = run_command(str(PROJECT / "train.py"), *args, cwd=folder, env=env)
     return done.returncode, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
 
 

@@ -22,6 +22,7 @@ from mlplab.config import (
     ENTRY_CONF_DIR,
     check_required,
     conf_dir,
+    forget_project,
     project_target,
     validate_config,
 )
@@ -95,6 +96,7 @@ def _begin_command() -> None:
     TASK_STARTED = False
     forget_earlier_sweeps()
     forget_trusted()
+    forget_project()
 
 
 def _run_entry_point(main: Callable[[], object], config_name: str) -> None:

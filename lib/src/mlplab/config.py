@@ -42,6 +42,12 @@ def _packages_in(src: Path) -> tuple[str, ...]:
     return tuple(sorted(init.parent.name for init in src.glob("*/__init__.py")))
 
 
+def forget_project() -> None:
+    """A new command finds the project's packages again (a process may run several, and a
+    package may have been renamed between them)."""
+    _packages_in.cache_clear()
+
+
 def project_target(name: str = "") -> str:
     """``${project:model.MLP}`` in conf/: ``model.MLP`` of the project's package (the one
     package in ``src/``), so that conf/ does not repeat the package's name and renaming the

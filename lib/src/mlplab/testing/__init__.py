@@ -117,7 +117,7 @@ def run_command(
     """
     from mlplab import speedups
 
-    script = PROJECT / args[0]  # as `python <script>` from the project's root; run from cwd
+    script = Path(cwd or PROJECT) / args[0]  # as Python finds it: from the working dir
     with _restored_process_state(env, cwd or PROJECT), _captured_output(merged) as (out, err):
         speedups.exit_after_command = False  # the command returns to this process
         sys.argv = [str(script), *args[1:]]
