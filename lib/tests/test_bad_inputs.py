@@ -594,9 +594,9 @@ def test_a_project_target_needs_one_package_in_src(tmp_path):
     for package in ("one", "two"):
         (project / "src" / package).mkdir(parents=True)
         (project / "src" / package / "__init__.py").write_text("")
-    done = subprocess.run(
-        [sys.executable, "train.py", "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=project, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    done = run_command(
+        "train.py", "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=project, env={"HYDRA_FULL_ERROR": "0"},
     )  # fmt: skip
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import lightning as L
@@ -50,12 +51,18 @@ def test_bundled_digits_load_from_cache_in_under_a_second(tmp_path):
     assert 0.08 < dm.baseline()["test"] < 0.15
 
 
-def test_splits_are_disjoint_and_fixed_by_split_seed(tmp_path):
+@pytest.fixture
+def cache_dir() -> str:
+    """The session's cache (mlplab.testing.isolated_environment): the digits parsed once."""
+    return os.environ["MLPLAB_CACHE_DIR"]
+
+
+def test_splits_are_disjoint_and_fixed_by_split_seed(cache_dir):
     def rows(dm):
         return {name: {row.tobytes() for row in x.numpy()} for name, (x, _) in dm.splits.items()}
 
-    a = BundledMnistDataModule(cache_dir=str(tmp_path), split_seed=1)
-    b = BundledMnistDataModule(cache_dir=str(tmp_path), split_seed=1, shuffle_seed=99)
+    a = BundledMnistDataModule(cache_dir=cache_dir, split_seed=1)
+    b = BundledMnistDataModule(cache_dir=cache_dir, split_seed=1, shuffle_seed=99)
     a.setup()
     b.setup()
     for name in ("train", "val", "test"):
@@ -65,8 +72,8 @@ def test_splits_are_disjoint_and_fixed_by_split_seed(tmp_path):
     assert not split_rows["val"] & split_rows["train"]
 
 
-def test_split_sizes_that_do_not_fit_are_refused(tmp_path):
-    dm = BundledMnistDataModule(cache_dir=str(tmp_path), train_size=4000, val_size=500)
+def test_split_sizes_that_do_not_fit_are_refused(cache_dir):
+    dm = BundledMnistDataModule(cache_dir=cache_dir, train_size=4000, val_size=500)
     with pytest.raises(ConfigError, match="does not fit the 4000 non-test examples"):
         dm.setup()
 
@@ -126,9 +133,9 @@ def test_augmentation_shifts_training_batches_only(tmp_path):
     assert torch.equal(recorder.val[0], x_val[: len(recorder.val[0])])
 
 
-def test_shuffled_label_fraction_permutes_that_share_of_the_training_labels(tmp_path):
+def test_shuffled_label_fraction_permutes_that_share_of_the_training_labels(cache_dir):
     def labels(fraction):
-        datamodule = BundledMnistDataModule(cache_dir=tmp_path, shuffled_label_fraction=fraction)
+        datamodule = BundledMnistDataModule(cache_dir=cache_dir, shuffled_label_fraction=fraction)
         datamodule.setup()
         return {k: y for k, (_, y) in datamodule.splits.items()}
 
@@ -138,7 +145,7 @@ def test_shuffled_label_fraction_permutes_that_share_of_the_training_labels(tmp_
     assert torch.equal(torch.bincount(clean["train"]), torch.bincount(half["train"]))
     assert torch.equal(clean["val"], half["val"]) and torch.equal(clean["test"], half["test"])
     with pytest.raises(ConfigError, match=r"shuffled_label_fraction=1\.5 must be in"):
-        BundledMnistDataModule(cache_dir=tmp_path, shuffled_label_fraction=1.5)
+        BundledMnistDataModule(cache_dir=cache_dir, shuffled_label_fraction=1.5)
 
 
 def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
