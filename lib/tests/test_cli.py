@@ -38,6 +38,21 @@ def test_cfg_job_prints_the_composed_config_without_importing_torch():
     assert "torch" not in imported and "lightning" not in imported
 
 
+def test_a_run_imports_none_of_the_plugins_it_does_not_choose(tmp_path):
+    result = run_python(
+        "-X", "importtime", "train.py", "debug=smoke", "logger=csv", "callbacks=none",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {
+        line.split("|")[-1].strip() for line in result.stderr.splitlines() if "import time" in line
+    }
+    assert "lightning" in imported  # what it measures: this run's imports
+    plugins = {"wandb", "mlflow", "optuna", "submitit", "joblib", "onnxruntime", "tensorboard"}
+    plugins |= {"mlplab.doctor", "mlplab.report", "mlplab.transfer"}
+    assert imported & plugins == set()
+
+
 def test_smoke_run_prints_accuracy_and_baseline_margin(tmp_path):
     result = run("train.py", "debug=smoke", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
