@@ -13,6 +13,7 @@ import pytest
 from mlplab.testing import (
     QUIET_RUN,
     compose_config,
+    default_signal_handlers,  # noqa: F401  (autouse fixture)
     houses,
     isolated_environment,  # noqa: F401  (autouse fixture)
     small_disk,  # noqa: F401  (fixture)

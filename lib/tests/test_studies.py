@@ -27,6 +27,7 @@ from mlplab.testing import PROJECT, run_command, wait_for
 
 STUDY = ["debug=smoke", "hparams_search=optuna"]  # 5 batches an epoch, no loggers
 PRUNING = [
+    "callbacks.report.pictures=best",  # the study's best trial's only
     "trainer.max_epochs=4",
     "hydra.sweeper.n_trials=6",
     "hydra.sweeper.pruner={name:median,n_startup_trials:2}",
@@ -37,11 +38,16 @@ def sweep_command(*args: str, sweep_dir: Path) -> list[str]:
     return [sys.executable, "train.py", "-m", *STUDY, *args, f"hydra.sweep.dir={sweep_dir}"]
 
 
-def start_sweep(*args: str, sweep_dir: Path, **env: str) -> subprocess.Popen:
+def start_sweep(
+    *args: str, sweep_dir: Path, ignoring: signal.Signals | None = None, **env: str
+) -> subprocess.Popen:
+    """The sweep in a process of its own (``ignoring`` a signal from its start, as a shell's
+    background job ignores Ctrl-C)."""
     return subprocess.Popen(
         sweep_command(*args, sweep_dir=sweep_dir),
         cwd=PROJECT, env={**os.environ, **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(ignoring, signal.SIG_IGN)) if ignoring else None,
     )  # fmt: skip
 
 
@@ -378,6 +384,18 @@ def test_a_signal_as_a_finished_trial_is_told_keeps_its_value_and_ends_in_one_li
     assert first.state == TrialState.COMPLETE and first.value == metrics["val/acc_best"]
     assert all(t.state != TrialState.RUNNING for t in others)
     assert (tmp_path / "summary.md").is_file() and (tmp_path / "study.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_that_ignores_ctrl_c_still_stops_on_sigterm_in_one_line(tmp_path):
+    # Started in a shell's background (Ctrl-C ignored), stopped by a scheduler's SIGTERM.
+    process = start_sweep("hydra.sweeper.n_trials=3", sweep_dir=tmp_path, ignoring=signal.SIGINT)
+    wait_for(tmp_path / "0" / "metrics.json", process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    assert all(t.state != TrialState.RUNNING for t in trials(tmp_path / "optuna.journal"))
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from mlplab.record import training_sentence
 from mlplab.speedups import skip_unused_batch_hooks
-from mlplab.testing import comparable, run_command
+from mlplab.testing import comparable, run_command, run_python
 
 # Bundled digits, 10 training batches of 64 an epoch, 5 validation batches, 10 test batches.
 SMALL = [
@@ -326,7 +326,7 @@ def test_multirun_with_ddp_is_one_sweep(tmp_path: Path) -> None:
     """Rank 1 of each job runs that job (not its own copy of the sweep): one launch, one
     summary, and each job a DDP run of 2 processes."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_command(
+    proc = run_python(
         "train.py",
         "-m",
         *SMALL,

@@ -40,23 +40,28 @@ def stopped_by_signals(what: str, then: str = "") -> Iterator[None]:
     """Ctrl-C and SIGTERM during the block as :class:`RunInterrupted` (exit 130, 143:
     ``"<what> stopped by Ctrl-C<then>"``), raised where the main thread is, unless a handler
     of its own is installed already (a parallel sweep's; a job's training installs its own
-    while it fits). After the first, the process is ending: a second one is ignored."""
+    while it fits). After the first, the process is ending: a second one is ignored.
+
+    A signal the process was started ignoring stays ignored (``nohup``, or a shell's
+    background job, which ignores Ctrl-C): the other one is still handled."""
+    current = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    defaults = (signal.SIG_DFL, signal.default_int_handler)
     if threading.current_thread() is not threading.main_thread() or any(
-        signal.getsignal(s) not in (signal.SIG_DFL, signal.default_int_handler)
-        for s in STOP_SIGNALS
+        h not in (*defaults, signal.SIG_IGN) for h in current.values()
     ):
         yield
         return
+    handled = [s for s, h in current.items() if h in defaults]
     arrived: list[int] = []
 
     def stop(signum: int, _: Any) -> None:
-        for each in STOP_SIGNALS:
+        for each in handled:
             signal.signal(each, signal.SIG_IGN)  # a second signal: already stopping
         arrived.append(signum)
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         raise RunInterrupted(f"{what} stopped by {name}{then}", 128 + signum)
 
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, stop) for s in handled}
     try:
         yield
     finally:

@@ -1,3 +1,6 @@
 """The project's tests: its networks, module, data and training flow, run for real."""
 
-from mlplab.testing import isolated_environment  # noqa: F401  (autouse fixture)
+from mlplab.testing import (  # noqa: F401  (autouse fixtures)
+    default_signal_handlers,
+    isolated_environment,
+)

@@ -31,6 +31,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
+from hydra.errors import OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -258,8 +259,11 @@ class StudySweeper(Sweeper):
             report = sweep_dir / str(trial.number) / "report.md"
             if not report.is_file() or DEFERRED not in report.read_text():
                 continue  # drawn already (an earlier sweep of the study), or not left for now
-            try:
-                drawn = draw_pictures(report.parent)
+            try:  # a signal waits for the end (a second or so): no half-drawn report
+                with signals_held():
+                    drawn = draw_pictures(report.parent)
+            except RunInterrupted:  # that signal, arrived now: the sweep stops
+                raise
             except Exception as exc:  # the sweep's results stand without its pictures
                 log.warning("the best trial's pictures could not be drawn: %s", exc)
                 continue
@@ -482,7 +486,7 @@ def _as_override(value: Any) -> str:
             parsed = OverridesParser.create().parse_override(f"key={value}").value()
             if parsed == value or isinstance(parsed, (list, dict)):
                 return value
-        except Exception:
+        except OverrideParseException:  # only that: a signal's RunInterrupted goes through
             pass
         return _quoted(value)
     return str(value)

@@ -84,6 +84,17 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.pop("WANDB_API_KEY", None)
 
 
+@pytest.fixture(autouse=True)
+def default_signal_handlers() -> Iterator[None]:
+    """Each test ends with the process's Ctrl-C and SIGTERM handlers as it began: a flow that
+    stopped on a signal in the test's process ignores Ctrl-C from then on (its process is
+    ending: mlplab.checkpoints), and the processes a later test starts would inherit that."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 def run_python(
     *args: str, env: dict | None = None, timeout: float = 1200
 ) -> subprocess.CompletedProcess:
