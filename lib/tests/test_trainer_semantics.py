@@ -27,8 +27,11 @@ SMALL = [
 
 
 def train(run_dir: Path, *overrides: str) -> tuple[object, dict]:
-    """``python train.py`` into ``run_dir``; the process and its metrics.json (or {})."""
-    proc = run_command("train.py", *SMALL, *overrides, f"hydra.run.dir={run_dir}")
+    """``python train.py`` into ``run_dir`` (DDP in processes of its own, as it runs); the
+    process and its metrics.json (or {})."""
+    ddp = any(o.startswith(("trainer=ddp", "trainer.strategy=ddp")) for o in overrides)
+    command = run_python if ddp else run_command
+    proc = command("train.py", *SMALL, *overrides, f"hydra.run.dir={run_dir}")
     path = run_dir / "metrics.json"
     return proc, json.loads(path.read_text()) if path.exists() else {}
 

@@ -75,10 +75,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.fchmod(fd, umask_mode())
-    os.close(fd)
     tmp = Path(name)
-    try:
+    try:  # from the moment the file exists: a signal here must not leave it behind
+        os.fchmod(fd, umask_mode())
+        os.close(fd)
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)

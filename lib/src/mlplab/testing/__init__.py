@@ -220,6 +220,9 @@ def _restored_process_state(env: dict | None, cwd: Path) -> Iterator[None]:
         os.chdir(where)
         os.environ.clear()
         os.environ.update(environ)
+        distributed = sys.modules.get("torch.distributed")
+        if distributed is not None and distributed.is_initialized():  # a DDP run's group
+            distributed.destroy_process_group()
         if sys.modules.get("wandb"):  # as the process's end would: runs finished, service gone
             sys.modules["wandb"].teardown()  # (and its WANDB_SERVICE, which children would use)
         sys.argv[:], sys.path[:], ENTRY_CONF_DIR[:] = argv, path, conf
