@@ -397,14 +397,9 @@ def in_ranked_sweep() -> bool:
     ``direction``: an Optuna study), so that its best trial is known when it ends."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return False
-    hydra = HydraConfig.get()
-    return (
-        hydra.mode is not None
-        and hydra.mode.name == "MULTIRUN"
-        and bool(hydra.sweeper.get("direction"))
-    )
+    from mlplab.sweep import in_multirun
+
+    return in_multirun() and bool(HydraConfig.get().sweeper.get("direction"))
 
 
 def draw_pictures(run_dir: Path) -> dict[str, Path]:
