@@ -27,7 +27,6 @@ from mlplab.testing import PROJECT, run_command, wait_for
 
 STUDY = ["debug=smoke", "hparams_search=optuna"]  # 5 batches an epoch, no loggers
 PRUNING = [
-    "callbacks.report.pictures=best",  # the study's best trial's only
     "trainer.max_epochs=4",
     "hydra.sweeper.n_trials=6",
     "hydra.sweeper.pruner={name:median,n_startup_trials:2}",

@@ -20,7 +20,7 @@ from mnist_mlp.module import Classifier
 
 from mlplab.stored import load_run_config
 from mlplab.sweep import _log_params
-from mlplab.testing import PROJECT, run_command, run_python
+from mlplab.testing import PROJECT, run_command, run_python, wait_for
 from mlplab.testing.wandb_records import summary_and_config
 
 SMOKE = ["debug=smoke"]
@@ -323,6 +323,27 @@ def test_sigterm_stops_the_sweep_instead_of_counting_as_a_failed_job(tmp_path):
     assert json.loads((tmp_path / "0" / "failure.json").read_text())["status"] == "interrupted"
     assert "| interrupted |" in (tmp_path / "summary.md").read_text()  # summarized as it stopped
     assert not (tmp_path / "1").exists()  # the sweep stopped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_a_grid_job_stops_the_sweep_in_one_line(tmp_path, signum):
+    """The signal lands once job 0 has its metrics: in its report, in Hydra's making of the
+    next job, or as the next job starts or fits. Wherever: job 0 stays ok, no later job
+    completes, and the sweep ends with its summary and one error line."""
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "-m", *SMOKE, "seed=1,2,3", f"hydra.sweep.dir={tmp_path}"],
+        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(tmp_path / "0" / "metrics.json", process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    first, *later = summary_rows(tmp_path)
+    assert first["status"] == "ok", err[-3000:]
+    assert all(row["status"] in ("interrupted", "not run") for row in later), later
+    assert not (tmp_path / "2" / "metrics.json").exists()
 
 
 @pytest.mark.slow

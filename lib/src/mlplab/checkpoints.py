@@ -25,6 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlplab.errors import InterruptedWhenDone, JobRequeued, RunInterrupted
 from mlplab.resume import newest_checkpoint, resume_command
 from mlplab.rundir import atomic_file
+from mlplab.signals import request_stop, stop_requested
 from mlplab.slurm import RequeueOnSignal, requeued_by_slurm
 from mlplab.stored import CONFIG_KEY, MLFLOW_ID_KEY, PROJECT_KEY, WANDB_ID_KEY, project_packages
 
@@ -91,6 +92,8 @@ class StopSignals:
         self._trainer = trainer or self._trainer
         if self._trainer is not None and self._trainer.world_size > 1:
             return
+        if self.received is None:  # asked before this training began (a sweep's, mlplab.signals)
+            self.received = stop_requested()
         for signum in self.SIGNALS:
             try:
                 previous = signal.signal(signum, self._on_signal)
@@ -109,6 +112,7 @@ class StopSignals:
         if self.received is not None:
             return  # already stopping: a second Ctrl-C changes nothing
         self.received = signum
+        request_stop(signum)  # the sweep around the run, if any, starts no more jobs
         # os.write, not print: a signal handler may interrupt a print of the main code.
         os.write(
             2, f"{self.name}: stopping at the next batch boundary, to save a checkpoint\n".encode()

@@ -37,13 +37,12 @@ from mlplab.errors import (
 from mlplab.instantiate import built_parts, locate
 from mlplab.resume import register_resolvers
 from mlplab.rundir import unlock_all
-from mlplab.signals import stopped_by_signals
+from mlplab.signals import STOP_REQUESTED, stop_requested, stopped_by_signals
 from mlplab.speedups import exit_without_teardown
 from mlplab.stored import forget_trusted
 from mlplab.sweep import (
     ABANDONED,
     FAILED_JOBS,
-    STOPPED_BY,
     ddp_rank_argv,
     forget_earlier_sweeps,
     in_multirun,
@@ -94,6 +93,7 @@ def _begin_command() -> None:
     run several (the tests run them in theirs, :func:`mlplab.testing.run_command`)."""
     global TASK_STARTED
     TASK_STARTED = False
+    STOP_REQUESTED.clear()
     forget_earlier_sweeps()
     forget_trusted()
     forget_project()
@@ -133,8 +133,9 @@ def _sweep_status(main: Callable[[], object]) -> None:
     """Run ``main``; a multirun in which any job did not succeed exits with status 1 (after
     its summary: :class:`mlplab.sweep.SweepSummary`)."""
     main()
-    if STOPPED_BY:  # a parallel sweep stopped by a signal: 130 (Ctrl-C) or 143 (SIGTERM)
-        raise SystemExit(128 + STOPPED_BY[0])
+    stopped = stop_requested()
+    if stopped is not None:  # a sweep stopped by a signal: 130 (Ctrl-C) or 143 (SIGTERM)
+        raise SystemExit(128 + stopped)
     if FAILED_JOBS:
         raise SystemExit(1)
 
@@ -263,7 +264,8 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
     """
     global TASK_STARTED
     TASK_STARTED = True
-    if sweep_stopped() or ABANDONED:  # stopped by Ctrl-C, SIGTERM or an error all jobs share
+    # stopped by Ctrl-C, SIGTERM or an error that all jobs share: this job does not start
+    if sweep_stopped() or stop_requested() is not None or ABANDONED:
         why = ABANDONED[0] if ABANDONED else "the sweep was stopped"
         record_failure(cfg.output_dir, RunInterrupted(why, 130), "not run")
         return _unfinished(cfg, "not run")

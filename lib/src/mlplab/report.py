@@ -317,12 +317,12 @@ class RunReport(L.Callback):
     confusion matrix, and for images the misclassified ones. ``pl_module`` holds the tested
     weights then, so the pictures show the tested model.
 
-    ``pictures``: ``all`` (every run, the default), ``none``, or ``best``: every run but the
-    trials of a study, whose pictures (0.5-1 s a trial on a 2-core CPU, as long as a short
-    trial's fit) are drawn once, for its best trial, when the study's sweep ends.
+    ``pictures``: ``best`` (the default: every run but the trials of a study, whose pictures,
+    0.5-1 s a trial on a 2-core CPU, as long as a short trial's fit, are drawn once, for its
+    best trial, when the study's sweep ends), ``all`` or ``none``.
     """
 
-    def __init__(self, pictures: str = "all") -> None:
+    def __init__(self, pictures: str = "best") -> None:
         if pictures not in ("all", "best", "none"):
             raise ConfigError(
                 f"callbacks.report.pictures={pictures}: choose all, best (a study's best "

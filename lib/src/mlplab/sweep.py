@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.rundir import atomic_file, write_json, write_text
+from mlplab.signals import request_stop, signal_name, stop_requested, stop_requests
 
 FAILURE_FILE = "failure.json"
 COLUMNS = [
@@ -67,7 +68,6 @@ def in_parallel_job() -> bool:
 # Named by the sweep's process, the parent of its joblib workers: the sweeps of one Optuna
 # study may share a sweep dir, and a sweep run again in it starts its jobs.
 STOP_FILE = "stopped-{pid}"
-STOPPED_BY: list[int] = []  # the signal that stopped this process's sweep (read by mlplab.cli)
 # The jobs this process's sweep launched, when its sweeper says (an Optuna study's sweep dir
 # may hold other sweeps' jobs): the sweep's exit status counts these only.
 THIS_SWEEPS_JOBS: list[str] = []
@@ -81,7 +81,7 @@ FAILED_JOBS: list[str] = []
 
 def forget_earlier_sweeps() -> None:
     """A new command of this process knows nothing of an earlier command's sweep."""
-    for facts in (STOPPED_BY, THIS_SWEEPS_JOBS, ABANDONED, FAILED_JOBS):
+    for facts in (THIS_SWEEPS_JOBS, ABANDONED, FAILED_JOBS):
         facts.clear()
 
 
@@ -116,9 +116,8 @@ class _StopJobs:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if STOPPED_BY:
+        if not request_stop(signum):
             return  # a second Ctrl-C changes nothing
-        STOPPED_BY.append(signum)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_file = self.sweep_dir / STOP_FILE.format(pid=os.getpid())
         stop_file.write_text(signal.Signals(signum).name + "\n")
@@ -548,16 +547,27 @@ class SweepSummary(Callback):
     how to resume each interrupted job (see :class:`_StopJobs`).
     """
 
+    def __init__(self) -> None:
+        self._stops = contextlib.ExitStack()
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _parallel_launcher(config):
             _StopJobs(Path(config.hydra.sweep.dir)).install()
+        else:  # one job at a time: the running one stops (its training at a batch boundary),
+            # and no job starts after it (mlplab.cli.run_task)
+            self._stops.enter_context(stop_requests("the sweep"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        with self._stops:  # a signal while the summary is written: after it
+            self._summarize(config)
+
+    def _summarize(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir)
         paths = summarize(sweep_dir, rows)
         print(f"sweep summary: {paths['md']}")
-        if STOPPED_BY:
+        stopped = stop_requested()
+        if stopped is not None:
             from mlplab.resume import newest_checkpoint, resume_command
 
             for row in rows:
@@ -573,10 +583,17 @@ class SweepSummary(Callback):
                 for r in failed
                 if r["status"] != "incomplete"
             )
+            by = f"the sweep stopped by {signal_name(stopped)}: " if stopped is not None else ""
             print(
-                f"error: {len(failed)} of {len(ours)} jobs did not succeed "
+                f"error: {by}{len(failed)} of {len(ours)} jobs did not succeed "
                 f"({', '.join(sorted({r['status'] for r in failed}))})"
                 + (f"; their errors: {where}" if where else ""),
+                file=sys.stderr,
+            )
+        elif stopped is not None:  # train.py exits 130 or 143 all the same (mlplab.cli)
+            print(
+                f"error: {signal_name(stopped)} arrived as the sweep was ending; each of its "
+                f"jobs is complete: {paths['md']}",
                 file=sys.stderr,
             )
 

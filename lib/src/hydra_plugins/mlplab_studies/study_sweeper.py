@@ -40,7 +40,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from mlplab.errors import RunInterrupted
 from mlplab.rundir import RunDirTaken, atomic_path, write_text
 from mlplab.secrets import redact_hydra_record
-from mlplab.signals import signals_held, stopped_by_signals
+from mlplab.signals import (
+    raise_if_stop_requested,
+    signals_held,
+    stop_requested,
+    stop_requests,
+)
 from mlplab.studies import (
     HEARTBEAT,
     OPTIMIZED,
@@ -198,9 +203,13 @@ class StudySweeper(Sweeper):
         launched: list[Any] = []
         stopped = False
         try:
-            with stopped_by_signals("the sweep"):
+            # A signal asks the sweep to stop: its running job stops (a training at its next
+            # batch boundary), and the sweep stops before it asks for another trial.
+            with stop_requests("the sweep"):
                 self._run_trials(study, space, fixed, sweep_dir, url, launched)
+                raise_if_stop_requested("the sweep")
                 self._draw_best_pictures(study, sweep_dir)
+                raise_if_stop_requested("the sweep")
         except RunInterrupted:
             stopped = True
             raise
@@ -218,10 +227,10 @@ class StudySweeper(Sweeper):
     ) -> None:
         """Ask, launch and end batches of trials until ``n_trials`` are launched (each one
         into ``launched`` once asked) or the sweep stops."""
-        from mlplab.sweep import ABANDONED, STOPPED_BY, THIS_SWEEPS_JOBS
+        from mlplab.sweep import ABANDONED, THIS_SWEEPS_JOBS
 
         per_job_dir = _default_subdir(self.config)
-        while len(launched) < self.n_trials and not STOPPED_BY and not ABANDONED:
+        while len(launched) < self.n_trials and not stop_requested() and not ABANDONED:
             size = min(self.n_jobs, self.n_trials - len(launched))
             batch: list[Any] = []
             for _ in range(size):
@@ -262,8 +271,6 @@ class StudySweeper(Sweeper):
             try:  # a signal waits for the end (a second or so): no half-drawn report
                 with signals_held():
                     drawn = draw_pictures(report.parent)
-            except RunInterrupted:  # that signal, arrived now: the sweep stops
-                raise
             except Exception as exc:  # the sweep's results stand without its pictures
                 log.warning("the best trial's pictures could not be drawn: %s", exc)
                 continue
