@@ -131,8 +131,10 @@ def test_pruning_bench_runs_one_search_with_and_without_the_median_pruner():
     assert rows["none"] == (0, 12)  # 4 trials of 3 epochs, none pruned
     pruned, epochs = rows["{name:median,n_startup_trials:1}"]
     assert (epochs < 12) == (pruned > 0)  # a pruned trial trains fewer epochs
-    assert "{name:median,n_startup_trials:1} / none:" in result.stdout
+    assert "{name:median,n_startup_trials:1}: epochs " in result.stdout
     beyond = re.findall(
-        r"^\| `[^`]+` \| 4 \| \d+ \| \d+ \| \d+ \| (-?[\d.]+) \|", result.stdout, re.M
+        r"^\| `[^`]+` \| 4 \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| (-?[\d.]+) \|",
+        result.stdout,
+        re.M,
     )
     assert len(beyond) == 2, result.stdout  # what a trial costs beyond its fit, measured
