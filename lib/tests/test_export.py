@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
+import yaml
 from mnist_mlp.train import train
 from PIL import Image
 
@@ -205,3 +207,59 @@ def test_a_moved_table_is_read_from_data_dir_for_the_parity_check(table_runs, tm
     pd.read_csv(original).head(100).to_csv(moved / original.name, index=False)
     spec = export_model(trained, "onnx", tmp_path / "export", data_dir=str(moved))
     assert spec["parity"]["examples"] == 15  # the test split of the 100 rows found there
+
+
+def card(folder: Path) -> tuple[dict, str]:
+    """An exported model's README.md: its YAML front matter, and the text under it."""
+    _, front, body = (folder / "model" / "README.md").read_text().split("---\n", 2)
+    return yaml.safe_load(front), body
+
+
+def test_the_model_card_gives_the_tested_figures_of_this_checkpoint(digits_run, tmp_path):
+    spec = export_model(load_trained(digits_run), "onnx", tmp_path)
+    front, body = card(tmp_path)
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert front["task"] == "classification" and front["classes"] == [str(d) for d in range(10)]
+    assert front["input"] == {"name": "input", "dtype": "float32", "shape": ["batch", 1, 28, 28]}
+    assert front["test_metrics"] == {
+        k: v for k, v in metrics.items() if k.startswith(("test/", "baseline/"))
+    }
+    assert front["data"] == {"name": metrics["data"], "split_sizes": metrics["split_sizes"]}
+    assert front["mlplab_version"] == spec["mlplab_version"] == mlplab.__version__
+    assert f"- `test/acc`: {metrics['test/acc']:.4g}" in body
+    # The training config, as the checkpoint stores it.
+    config = yaml.safe_load(body.split("```yaml\n")[1].split("```")[0])
+    assert config["seed"] == load_trained(digits_run).config.seed and "trainer" in config
+
+
+def test_a_checkpoint_its_run_did_not_test_has_unknown_test_figures(digits_run, tmp_path):
+    last = digits_run / "checkpoints" / "last.ckpt"
+    assert json.loads((digits_run / "metrics.json").read_text())["best_checkpoint"].endswith(
+        "best.ckpt"
+    )
+    export_model(load_trained(last), "onnx", tmp_path)
+    front, body = card(tmp_path)
+    assert front["test_metrics"] == "unknown" and front["data"]["name"] == "unknown"
+    assert "did not record a test of it" in body
+
+
+def test_a_tampered_metrics_json_gives_the_card_nothing_but_numbers(digits_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    best = str(run / "checkpoints" / "best.ckpt")
+    tampered = {"best_checkpoint": best, "test/acc": "1.0", "test/loss": float("inf"),
+                "test/f1": True, "baseline/test_acc": 0.1, "data": ["x"],
+                "split_sizes": 3}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(tampered))
+    export_model(load_trained(run), "onnx", tmp_path / "out")
+    front, _ = card(tmp_path / "out")
+    assert front["test_metrics"] == {"baseline/test_acc": 0.1}
+    assert front["data"] == {"name": "unknown", "split_sizes": "unknown"}
+
+
+def test_a_regression_models_card_names_its_target(table_runs, tmp_path):
+    export_model(load_trained(table_runs["price"]), "onnx", tmp_path)
+    front, body = card(tmp_path)
+    assert front["task"] == "regression" and front["targets"] == ["price"]
+    assert "Predicts `price`." in body and "Columns, in order: `sqm`, `rooms`" in body
+    assert set(front["test_metrics"]) >= {"test/loss"}

@@ -10,9 +10,10 @@ The exported graph takes what a client has and gives what it wants:
 - out: class probabilities ``(N, classes)``, or values in the target's units.
 
 The batch size is dynamic. Beside the model, ``model.json`` says all of that (input columns,
-class names, targets, the preprocessing constants). Parity is proven at export: the
-exported model (run by onnxruntime, or the loaded TorchScript module) against the PyTorch
-model on the checkpoint's test split; above :data:`TOLERANCE` nothing is kept.
+class names, targets, the preprocessing constants), and ``README.md`` says it to a person
+(:mod:`mlplab.model_card`: with the test figures and the training config). Parity is proven
+at export: the exported model (run by onnxruntime, or the loaded TorchScript module) against
+the PyTorch model on the checkpoint's test split; above :data:`TOLERANCE` nothing is kept.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from mlplab import __version__
 from mlplab.errors import ConfigError, ExportError
+from mlplab.model_card import CARD_FILE, model_card
 from mlplab.rundir import fsync_dir, umask_mode, writing_run_dir
 from mlplab.stored import trust_packages
 from mlplab.trained import TrainedModel, load_trained
@@ -194,6 +196,8 @@ def export_model(
         }
         _write_synced(work / FORMATS[fmt], model_bytes)
         _write_synced(work / SPEC_FILE, (json.dumps(spec, indent=2) + "\n").encode())
+        card = model_card(spec, trained.config, trained.path, __version__)
+        _write_synced(work / CARD_FILE, card.encode())
         fsync_dir(work)
         os.rename(work, folder)
         fsync_dir(output_dir)
@@ -302,5 +306,5 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
         f"(tolerance {parity['tolerance']:g})"
     )
     folder = output_dir / MODEL_DIR
-    print(f"exported: {folder / spec['model']} and {folder / SPEC_FILE}")
+    print(f"exported: {folder / spec['model']} and {folder / SPEC_FILE} ({CARD_FILE}: its card)")
     return spec

@@ -270,7 +270,8 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 900) -> Non
 
 def comparable(metrics: dict) -> dict:
     """A run's metrics.json but for wall times, the one thing two equal runs may differ in."""
-    keep = {k: v for k, v in metrics.items() if k not in ("wall_s", "fit_s", "history", "best_checkpoint")}
+    timed = ("wall_s", "fit_s", "history", "best_checkpoint")
+    keep = {k: v for k, v in metrics.items() if k not in timed}
     keep["history"] = [
         {k: v for k, v in row.items() if k != "epoch_s"} for row in metrics["history"]
     ]
