@@ -156,6 +156,7 @@ def test_callback_options(option, tmp_path):
             "ModelCheckpoint",  # last.ckpt, every epoch
             "RunReport",
             "TQDMProgressBar",
+            "TensorBoardHParams",
             "TrainingDoctor",
             "WandbSummary",
         ]
