@@ -36,7 +36,7 @@ EXPECTED_OPTIONS = {
     "optimizer": ["adagrad", "adam", "adamw", "momentum", "sgd"],
     "regularization": ["dropout", "l1", "l2", "lesson", "none"],
     "scheduler": ["cosine", "exponential", "none", "plateau", "step"],
-    "callbacks": ["default", "none"],
+    "callbacks": ["default", "lr_find", "none"],
     "logger": ["csv", "mlflow", "none", "tensorboard", "wandb"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "default", "gpu", "lightning"],
     "experiment": [
@@ -146,7 +146,9 @@ def test_callback_options(option, tmp_path):
     callbacks = instantiate_each(cfg.callbacks)
     assert all(isinstance(c, L.Callback) for c in callbacks)
     names = sorted(type(c).__name__ for c in callbacks)
-    if option == "default":
+    if option == "lr_find":  # the default ones, and the range test
+        names.remove("LearningRateSuggestion")
+    if option in ("default", "lr_find"):
         assert names == [
             "CompareFromScratch",
             "EarlyStopping",
