@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import mlplab
 from mlplab.testing import PROJECT, run_command
 
 mlflow = pytest.importorskip("mlflow")
@@ -55,6 +57,20 @@ def tracked(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir / "terminal.txt").write_text(result.stdout + result.stderr)  # what a user saw
     return uri, run_dir
+
+
+def test_the_tested_model_is_an_mlflow_model_that_predicts_as_predict_py(tracked, monkeypatch):
+    uri, run_dir = tracked
+    (run,) = runs(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    signature = model.metadata.get_input_schema().to_dict()[0]
+    assert list(signature["tensor-spec"]["shape"]) == [-1, 1, 28, 28]  # any batch size
+    # Raw pixels in, as a client has them: the probabilities predict.py gives.
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    served = model.predict(pixels[:, None].astype(np.float32))
+    expected = mlplab.predict(run_dir, pixels).filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
 def test_a_run_holds_its_config_metrics_summary_and_files(tracked):

@@ -202,8 +202,12 @@ def mlflow_run_id(loggers: list) -> str | None:
 
 class MlflowSummary(L.Callback):
     """The run record's headline metrics, its report, pictures and best checkpoint into the
-    MLflow run, when testing is over (after the report is written); nothing without an
+    MLflow run, when testing is over (after the report is written), and with ``log_model``
+    the tested model as an MLflow model (:func:`log_served_model`); nothing without an
     ``MLFlowLogger``."""
+
+    def __init__(self, log_model: bool = True) -> None:
+        self.log_model = log_model
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from mlplab.record import RunRecord
@@ -229,3 +233,41 @@ class MlflowSummary(L.Callback):
             best = m.get("best_checkpoint")
             if best and Path(best).is_file():
                 client.log_artifact(run_id, best, artifact_path="checkpoints")
+                if self.log_model and record.tested is not None:
+                    try:  # the run's results stand without it: say why, go on
+                        log_served_model(client, run_id, Path(best), record.tested[0])
+                    except Exception as exc:
+                        log.warning("MLflow: the model was not logged as a model: %s", exc)
+
+
+MODEL_PATH = "model"  # in the run's artifacts: mlflow.pyfunc.load_model("runs:/<id>/model")
+
+
+def log_served_model(client: Any, run_id: str, checkpoint: Path, examples: Any) -> None:
+    """``checkpoint``'s model as an MLflow model of the run, at :data:`MODEL_PATH`: export.py's
+    serving model (raw inputs in, probabilities or values out, the preprocessing inside),
+    saved by MLflow's pytorch flavor through ``torch.export`` (``pt2``: it loads without
+    mlplab or the project's code), with its signature and an input example made of the
+    tested ``examples``. ``mlflow.pyfunc.load_model(...).predict(raw)`` gives what
+    predict.py gives for the same raw inputs."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    from mlplab.export import raw_inputs, serving_model
+    from mlplab.trained import load_trained
+
+    served = serving_model(load_trained(checkpoint))
+    raw = raw_inputs(served, examples[:5].cpu())
+    with torch.no_grad():
+        outputs = served(raw).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / MODEL_PATH
+        mlflow.pytorch.save_model(
+            served,
+            str(saved),
+            signature=infer_signature(raw.numpy(), outputs),
+            input_example=raw[:2].numpy(),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+        client.log_artifacts(run_id, str(saved), artifact_path=MODEL_PATH)
