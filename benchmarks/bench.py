@@ -47,6 +47,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default: 4)")
     parser.add_argument("--seed", type=int, default=42, help="seed for all setups (default: 42)")
     parser.add_argument(
+        "--train-size",
+        type=int,
+        default=50_000,
+        help="training examples, the lesson's 50,000 by default (fewer: a quick check)",
+    )
+    parser.add_argument(
         "--full-run",
         action="store_true",
         help="also time a full 30-epoch lesson run (default: off)",
@@ -102,6 +108,7 @@ def lesson_config(args: argparse.Namespace, output_dir: Path, *overrides: str):
                 f"trainer.max_epochs={args.epochs}",
                 f"trainer.accelerator={args.accelerator}",
                 f"seed={args.seed}",
+                f"data.train_size={args.train_size}",
                 f"output_dir={output_dir}",
                 *overrides,
             ],
@@ -294,7 +301,11 @@ def main() -> None:
     IdxDataModule = get_class(project_target("data.IdxDataModule"))
 
     datamodule = IdxDataModule(
-        name="mnist", data_dir=args.data_dir, download=False, train_size=50000, val_size=10000
+        name="mnist",
+        data_dir=args.data_dir,
+        download=False,
+        train_size=args.train_size,
+        val_size=10000,
     )
     datamodule.setup("fit")
     # Rounds interleave the setups, every other round in reverse order (a b l c, c l b a, ...),

@@ -25,6 +25,8 @@ def test_bench_times_the_same_training_in_four_setups():
             "2",
             "--rounds",
             "2",
+            "--train-size",
+            "10000",  # the setups agree on any split: a fifth of the lesson's is quicker
         ],
         cwd=PROJECT,
         capture_output=True,
@@ -39,7 +41,7 @@ def test_bench_times_the_same_training_in_four_setups():
     assert set(rows) == {"plain", "mlplab", "lightning-bare", "classic"}
     # Same seed, data order and updates: the plain loop, mlplab and bare Lightning agree exactly.
     assert rows["plain"] == rows["mlplab"] == rows["lightning-bare"]
-    assert float(rows["plain"]) > 80.0
+    assert float(rows["plain"]) > 50.0  # it learned (chance: 10%; ~70% after 2 short epochs)
     # Each ratio is reported with one value per round.
     for ratio in (
         "mlplab / plain",

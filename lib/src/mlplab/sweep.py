@@ -57,6 +57,13 @@ def _parallel_launcher(config: Any) -> bool:
     return "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
 
 
+def jobs_in_this_process(config: Any) -> bool:
+    """Whether the launcher runs the jobs one after the other in this process (Hydra's basic
+    launcher), not in processes of its own (joblib's workers, submitit's jobs)."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    return launcher.endswith("basic_launcher.BasicLauncher")
+
+
 def in_parallel_job() -> bool:
     """Whether this job runs in a worker process of a parallel launcher (joblib)."""
     from hydra.core.hydra_config import HydraConfig
@@ -548,18 +555,23 @@ class SweepSummary(Callback):
     """
 
     def __init__(self) -> None:
-        self._stops = contextlib.ExitStack()
+        # Not an ExitStack: submitit pickles the callbacks with the jobs it submits.
+        self._stops: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _parallel_launcher(config):
             _StopJobs(Path(config.hydra.sweep.dir)).install()
-        else:  # one job at a time: the running one stops (its training at a batch boundary),
-            # and no job starts after it (mlplab.cli.run_task)
-            self._stops.enter_context(stop_requests("the sweep"))
+        elif jobs_in_this_process(config):  # the running job stops (its training at a batch
+            # boundary), and no job starts after it (mlplab.cli.run_task)
+            self._stops = stop_requests("the sweep")
+            self._stops.__enter__()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        with self._stops:  # a signal while the summary is written: after it
+        stops, self._stops = self._stops or contextlib.nullcontext(), None
+        try:  # a signal while the summary is written: noted, and after it
             self._summarize(config)
+        finally:
+            stops.__exit__(None, None, None)
 
     def _summarize(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

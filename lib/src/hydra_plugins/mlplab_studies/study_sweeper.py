@@ -45,6 +45,7 @@ from mlplab.signals import (
     signals_held,
     stop_requested,
     stop_requests,
+    stopped_by_signals,
 )
 from mlplab.studies import (
     HEARTBEAT,
@@ -60,7 +61,7 @@ from mlplab.studies import (
     owner,
     storage_url,
 )
-from mlplab.sweep import objectives, summarize
+from mlplab.sweep import jobs_in_this_process, objectives, summarize
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.csv"
@@ -204,8 +205,14 @@ class StudySweeper(Sweeper):
         stopped = False
         try:
             # A signal asks the sweep to stop: its running job stops (a training at its next
-            # batch boundary), and the sweep stops before it asks for another trial.
-            with stop_requests("the sweep"):
+            # batch boundary), and the sweep stops before it asks for another trial. Jobs in
+            # processes of their own (submitit's) go on without it: the sweep stops at once.
+            stops = (
+                stop_requests("the sweep")
+                if jobs_in_this_process(self.config)
+                else stopped_by_signals("the sweep")
+            )
+            with stops:
                 self._run_trials(study, space, fixed, sweep_dir, url, launched)
                 raise_if_stop_requested("the sweep")
                 self._draw_best_pictures(study, sweep_dir)
@@ -271,6 +278,8 @@ class StudySweeper(Sweeper):
             try:  # a signal waits for the end (a second or so): no half-drawn report
                 with signals_held():
                     drawn = draw_pictures(report.parent)
+            except RunInterrupted:  # that signal, arrived now (jobs elsewhere): the sweep stops
+                raise
             except Exception as exc:  # the sweep's results stand without its pictures
                 log.warning("the best trial's pictures could not be drawn: %s", exc)
                 continue

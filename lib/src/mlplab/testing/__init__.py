@@ -77,11 +77,17 @@ def real_data_dir(name: str) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A private cache per test session; W&B never goes online or prompts."""
+    """A private cache per test session; W&B never goes online or prompts; Ctrl-C as in a
+    terminal."""
     os.environ.setdefault("MLPLAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
     os.environ.pop("WANDB_API_KEY", None)
+    # The processes the tests start and signal get Ctrl-C as a terminal's foreground job has
+    # it, also when the tests run in a shell's background job (whose commands start ignoring
+    # it, and pass that on). A test of an ignored Ctrl-C says so itself.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
