@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from mlplab.config import ENTRY_CONF_DIR, conf_dir
 from mlplab.resume import register_resolvers
+from mlplab.signals import STOP_REQUESTED
 
 register_resolvers()  # conf/train.yaml uses them, as the entry points register them
 
@@ -92,13 +93,15 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(autouse=True)
 def default_signal_handlers() -> Iterator[None]:
-    """Each test ends with the process's Ctrl-C and SIGTERM handlers as it began: a flow that
-    stopped on a signal in the test's process ignores Ctrl-C from then on (its process is
-    ending: mlplab.checkpoints), and the processes a later test starts would inherit that."""
+    """Each test ends with the process's Ctrl-C and SIGTERM handlers as it began, and with no
+    stop requested: a flow that stopped on a signal in the test's process ignores Ctrl-C
+    from then on (its process is ending: mlplab.checkpoints), the processes a later test
+    starts would inherit that, and a later flow would take the stop as its own."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
+    STOP_REQUESTED.clear()
 
 
 def run_python(
