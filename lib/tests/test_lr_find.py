@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from mnist_mlp.train import train
 
 from mlplab.testing import QUIET_RUN, comparable, compose_config
@@ -27,3 +28,12 @@ def test_apply_trains_with_the_suggestion(tmp_path):
     )
     assert metrics["lr_find/applied"] is True
     assert metrics["history"][0]["lr"] == metrics["lr_find/suggestion"]
+
+
+def test_apply_with_a_scheduler_starts_its_decay_from_the_suggestion(tmp_path):
+    overrides = [*SHORT, "callbacks=lr_find", "callbacks.lr_find.apply=true", "scheduler=step",
+                 "scheduler.step_size=1", "scheduler.gamma=0.5"]  # fmt: skip
+    metrics = train(compose_config(overrides, tmp_path))
+    first, second = (row["lr"] for row in metrics["history"])
+    assert first == metrics["lr_find/suggestion"]
+    assert second == pytest.approx(first * 0.5)

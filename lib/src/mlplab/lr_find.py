@@ -37,7 +37,9 @@ class LearningRateSuggestion(LearningRateFinder):
         if applied:
             for optimizer in trainer.optimizers:
                 for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] = suggestion
+                    group["lr"] = suggestion
+                    if "initial_lr" in group:  # a scheduler's starting rate
+                        group["initial_lr"] = suggestion
             for config in trainer.lr_scheduler_configs:
                 config.scheduler.base_lrs = [suggestion] * len(config.scheduler.base_lrs)
         steps, low, high = self._num_training_steps, self._min_lr, self._max_lr
