@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlplab.errors import InterruptedWhenDone, JobRequeued, RunInterrupted
 from mlplab.resume import newest_checkpoint, resume_command
 from mlplab.rundir import atomic_file
-from mlplab.signals import request_stop, stop_requested
+from mlplab.signals import request_stop, signal_name, stop_requested
 from mlplab.slurm import RequeueOnSignal, requeued_by_slurm
 from mlplab.stored import CONFIG_KEY, MLFLOW_ID_KEY, PROJECT_KEY, WANDB_ID_KEY, project_packages
 
@@ -81,7 +81,7 @@ class StopSignals:
 
     @property
     def name(self) -> str:
-        return "Ctrl-C" if self.received == signal.SIGINT else "SIGTERM"
+        return signal_name(self.received or signal.SIGTERM)
 
     @property
     def exit_code(self) -> int:

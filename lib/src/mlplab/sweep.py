@@ -128,8 +128,8 @@ class _StopJobs:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_file = self.sweep_dir / STOP_FILE.format(pid=os.getpid())
         stop_file.write_text(signal.Signals(signum).name + "\n")
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        os.write(2, f"{name}: stopping the sweep; running jobs save a checkpoint\n".encode())
+        said = f"{signal_name(signum)}: stopping the sweep; running jobs save a checkpoint\n"
+        os.write(2, said.encode())
         for pid in _child_pids():
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
