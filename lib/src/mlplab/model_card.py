@@ -12,12 +12,13 @@ not known for it, instead of quoting another checkpoint's.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
+
+from mlplab.record import finite_number
 
 CARD_FILE = "README.md"
 METRICS_FILE = "metrics.json"
@@ -42,7 +43,7 @@ def tested_figures(checkpoint: Path) -> dict[str, Any]:
         "metrics": {
             k: float(v)
             for k, v in metrics.items()
-            if k.startswith(("test/", "baseline/")) and _number(v)
+            if k.startswith(("test/", "baseline/")) and finite_number(v)
         }
     }
     if isinstance(metrics.get("data"), str):
@@ -54,10 +55,6 @@ def tested_figures(checkpoint: Path) -> dict[str, Any]:
         if isinstance(metrics.get(key), int):
             figures[key] = metrics[key]
     return figures
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def model_card(spec: dict[str, Any], config: Any, checkpoint: Path, version: str) -> str:

@@ -36,6 +36,11 @@ from mlplab.secrets import redact_secrets
 Section = Iterable[str] | Callable[[dict[str, Any]], list[str]]
 
 
+def finite_number(value: Any) -> bool:
+    """Whether a record's value is a figure: a finite int or float (a bool is not one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class RunRecord(L.Callback):
     """Collects a run's metrics and outputs; writes ``metrics.json``; prints the summary.
 

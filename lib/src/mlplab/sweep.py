@@ -52,16 +52,20 @@ def in_submitit_job() -> bool:
     return "SUBMITIT_FOLDER" in os.environ
 
 
+def _launcher(config: Any) -> str:
+    """The ``_target_`` of a multirun config's launcher."""
+    return str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+
+
 def _parallel_launcher(config: Any) -> bool:
     """Whether the launcher runs the jobs in worker processes of this one (joblib)."""
-    return "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    return "joblib" in _launcher(config)
 
 
 def jobs_in_this_process(config: Any) -> bool:
     """Whether the launcher runs the jobs one after the other in this process (Hydra's basic
     launcher), not in processes of its own (joblib's workers, submitit's jobs)."""
-    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    return launcher.endswith("basic_launcher.BasicLauncher")
+    return _launcher(config).endswith("basic_launcher.BasicLauncher")
 
 
 def in_parallel_job() -> bool:
@@ -555,7 +559,8 @@ class SweepSummary(Callback):
     """
 
     def __init__(self) -> None:
-        # Not an ExitStack: submitit pickles the callbacks with the jobs it submits.
+        # Entered only for jobs in this process: submitit pickles the callbacks with the jobs
+        # it submits, and an entered context does not pickle.
         self._stops: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

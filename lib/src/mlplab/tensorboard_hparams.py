@@ -6,10 +6,11 @@ final figures: the tab then compares runs by them."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
+
+from mlplab.record import RunRecord, finite_number
 
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -19,8 +20,7 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     for key, value in metrics.items():
         headline = key.startswith(("test/", "baseline/")) or key.endswith("_best")
         headline |= key in ("margin_points", "best_epoch", "epochs_trained")
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if headline and number and math.isfinite(value):
+        if headline and finite_number(value):
             kept[key] = float(value)
     return kept
 
@@ -31,8 +31,6 @@ class TensorBoardHParams(L.Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightning.pytorch.loggers import TensorBoardLogger
-
-        from mlplab.record import RunRecord
 
         record = RunRecord.of(trainer)
         if stage != "test" or record is None or not trainer.is_global_zero:
