@@ -79,8 +79,10 @@ def rename_package(project: Path, new: str) -> str:
             f"{project} holds no .copier-answers.yml: run this in a project made by copier"
         )
     found = re.search(r"^package_name: *(\S+) *$", answers.read_text(), re.MULTILINE)
-    old = found.group(1).strip("'\"") if found else ""
-    if not (project / "src" / old).is_dir():
+    if found is None:  # without it, src/ itself would pass for the package's folder
+        raise ConfigError(f"{answers} names no package_name: add the answer, then rename")
+    old = found.group(1).strip("'\"")
+    if not old or not (project / "src" / old).is_dir():
         raise ConfigError(
             f"{answers} names package_name {old or '(none)'}, but src/{old} is no folder: "
             "rename by hand (the folder and that answer), or restore the folder"

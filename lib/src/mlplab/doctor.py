@@ -467,7 +467,7 @@ class TrainingDoctor(L.Callback):
             ``+callbacks.doctor.spike_factor=3``.
     """
 
-    def __init__(self, grad_every_n_steps: int = 20, **thresholds: float) -> None:
+    def __init__(self, grad_every_n_steps: int = 20, **thresholds: Any) -> None:
         self.grad_every_n_steps = grad_every_n_steps
         self.thresholds = Thresholds(**thresholds)
         self.findings: list[Finding] = []

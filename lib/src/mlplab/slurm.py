@@ -102,7 +102,8 @@ class RequeueOnSignal:
     def requeue(self, checkpoint: Path) -> str:
         """Requeue this job after its checkpoint was saved; returns what was done (one line).
         submitit's handler does not return: it resubmits the job and exits the process."""
-        signum, previous = self.received, self._previous.get(self.received)
+        signum = self.received
+        previous = self._previous.get(signum) if signum is not None else None
         self.uninstall()
         job = slurm_job_id()
         if signum is None:  # SIGTERM from SLURM itself: `scontrol requeue`, preemption

@@ -52,7 +52,7 @@ def known_arguments() -> tuple[str, ...]:
     generated = conf_dir() / GENERATED
     if not generated.is_file():
         return tuple(signature_defaults())
-    return tuple(k for k in OmegaConf.load(generated) if k != "_target_")
+    return tuple(str(k) for k in OmegaConf.load(generated) if k != "_target_")
 
 
 def closest(name: str, candidates: list[str] | tuple[str, ...]) -> str | None:
