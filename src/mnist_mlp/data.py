@@ -73,7 +73,9 @@ class IdxDataModule(TensorDataModule):
 
     def load_arrays(self) -> tuple[Arrays, Arrays]:
         self.prepare_data()  # no-op when the files are there; makes setup() usable on its own
-        arrays = {role: read_idx(self._local(f)) for role, f in IDX_FILES.items()}
+        # a file gone since prepare_data: read_idx says so in one line
+        paths = {role: self._local(f) or self.data_dir / f for role, f in IDX_FILES.items()}
+        arrays = {role: read_idx(path) for role, path in paths.items()}
         for split in ("train", "test"):
             n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
             if n_img != n_lab:

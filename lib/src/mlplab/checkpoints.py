@@ -34,7 +34,7 @@ RNG_KEY = "mlplab_rng_states"
 
 def rng_states() -> dict[str, Any]:
     """Python, numpy and torch (CPU and CUDA) generator states, as plain types and tensors."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple (name, keys, pos, ...)
     states = {
         "python": random.getstate(),
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],

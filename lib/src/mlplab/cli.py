@@ -14,7 +14,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -106,10 +106,10 @@ def _run_entry_point(main: Callable[[], object], config_name: str) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: reworded here
     try:
         exit_without_teardown(lambda: _sweep_status(main))
-    except Exception as exc:
+    except Exception as raised:
         # Hydra writing its own files (.hydra/, the log); mlplab's error in a Hydra callback or
         # a plugin that Hydra built before the task ran (wrapped in its InstantiationException)
-        exc = _disk_full(exc) or _mlplab_cause(exc)
+        exc = _disk_full(raised) or _mlplab_cause(raised)
         if isinstance(exc, MlplabError):
             print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
@@ -148,7 +148,7 @@ def shortened(message: str, limit: int = 300) -> str:
     )
 
 
-def hydra_error_line(exc: Exception, config_name: str, overrides: list[str]) -> str | None:
+def hydra_error_line(exc: BaseException, config_name: str, overrides: list[str]) -> str | None:
     """One actionable line for a Hydra composition error, or None for any other error."""
     from hydra.errors import (
         ConfigCompositionException,
@@ -283,14 +283,14 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
         metrics = function(cfg)
         require_optimized_metric(metrics, objectives(cfg))
         return metrics
-    except Exception as exc:
+    except Exception as raised:
         exc = (
-            _disk_full(exc)
-            or _out_of_memory(exc)
-            or _lightning_config_error(exc)
-            or _shape_mismatch(exc, cfg)
-            or _constructor_error(exc, cfg)
-            or _mlplab_cause(exc)
+            _disk_full(raised)
+            or _out_of_memory(raised)
+            or _lightning_config_error(raised)
+            or _shape_mismatch(raised, cfg)
+            or _constructor_error(raised, cfg)
+            or _mlplab_cause(raised)
         )
         # In a sweep one failing job (NaN loss, out-of-range value, a bug) must not abort the
         # others: it is recorded in its job dir and the sweeper gets the worst value. Ctrl-C or
@@ -382,7 +382,7 @@ def refuse_unread_keys() -> None:
         return
     hydra_cfg = HydraConfig.get()
     entry = OmegaConf.load(conf_dir() / f"{hydra_cfg.job.config_name}.yaml")
-    defaults = OmegaConf.to_container(entry).get("defaults", [])
+    defaults = cast(dict, OmegaConf.to_container(entry)).get("defaults", [])
     groups = {str(k).split("@")[0] for d in defaults if isinstance(d, dict) for k in d}
     read = {str(k) for k in entry if k not in ("defaults", "hydra")} | groups
     read |= {"trusted_packages"}  # trusted: default puts it at the top

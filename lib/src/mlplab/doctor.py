@@ -175,7 +175,9 @@ def _plateau(
     history: list[dict[str, float]], uniform: float | None, t: Thresholds, inputs: str
 ) -> list[Finding]:
     losses = [row["train/loss"] for row in history if "train/loss" in row]
-    reference = uniform or (losses[0] if losses else None)
+    if not losses:
+        return []
+    reference = uniform or losses[0]
     for end in range(t.plateau_epochs, len(losses)):
         before, window = (
             losses[end - t.plateau_epochs],
@@ -576,8 +578,8 @@ class TrainingDoctor(L.Callback):
             spike=self.spikes.found,
             grad_norms=self.grad_norms,
             # Chance and the majority class are yardsticks of classification only.
-            chance_acc=1 / data.num_outputs if classes else None,
-            baseline_acc=data.baseline().get("val") if classes else None,
+            chance_acc=1 / data.num_outputs if data is not None and classes else None,
+            baseline_acc=data.baseline().get("val") if data is not None and classes else None,
             early_stopping_monitor=stopper.monitor if stopper is not None else None,
             one_batch_cause=_one_batch_cause(trainer),
             short_cause=_short_cause(trainer),

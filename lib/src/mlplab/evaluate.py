@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
@@ -64,6 +64,6 @@ def _data_config(cfg: DictConfig, trained: TrainedModel) -> DictConfig:
     file chosen so (``data=table data.path=...``) is scored whole: every row, in order."""
     if cfg.get("data") is not None:
         if "test_only" in cfg.data and cfg.data.get("path"):
-            return OmegaConf.merge(cfg.data, {"test_only": True})
+            return cast(DictConfig, OmegaConf.merge(cfg.data, {"test_only": True}))
         return cfg.data
     return trained.data_config(cfg.get("data_dir"))

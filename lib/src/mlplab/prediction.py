@@ -232,7 +232,7 @@ def _prediction_frame(trained: TrainedModel, ids: pd.Series, outputs: Tensor) ->
     values = outputs.numpy()
     columns: dict[str, Any] = {}
     if trained.task == "classification":
-        names = trained.class_names
+        names = trained.class_names or []  # set for every classifier (TrainedModel)
         columns["prediction"] = np.asarray(names, dtype=object)[values.argmax(1)]
         for i, name in enumerate(names):
             columns[f"prob_{name}"] = values[:, i]

@@ -61,7 +61,8 @@ class RunRecord(L.Callback):
         self.flow = flow  # ... with the flow that trained this run
         self.config = redact_secrets(config)  # for loggers and reports
         self.metrics: dict[str, Any] = {}  # metrics.json, and what train() returns
-        self.report_sections: list[Section] = []  # markdown blocks for report.md
+        # markdown blocks for report.md: lines, or a function of the final metrics
+        self.report_sections: list[list[str] | Callable[[dict[str, Any]], list[str]]] = []
         self.console: list[str] = []  # lines printed before the headline
         self.wandb_summary: dict[str, Any] = {}
         self.files: dict[str, Path] = {}  # what the run wrote, by name

@@ -112,11 +112,11 @@ def continued_config(cfg: DictConfig, overrides: list[str] | None = None) -> Dic
 
     trust_packages(cfg.get("trusted_packages"), cfg)  # the command line's, never a checkpoint's
     if not cfg.get("ckpt_path"):
-        checkpoint = requeued_checkpoint(cfg.output_dir)
-        if checkpoint is None:
+        requeued = requeued_checkpoint(cfg.output_dir)
+        if requeued is None:
             return cfg
         cfg = cfg.copy()
-        cfg.ckpt_path = str(checkpoint)
+        cfg.ckpt_path = str(requeued)
         print(f"SLURM requeued this job (restart {restart_count()}): continuing it")
         resumed = resume_config(cfg)[0]  # the same job: its command line made the stored config
         print(
@@ -161,7 +161,8 @@ def _apply_resume_overrides(resumed: DictConfig, overrides: list[str]) -> list[s
     change its config. Returns the ones applied."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    applied, refused = [], []
+    applied: list[str] = []
+    refused: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key == "ckpt_path" or key.startswith("hydra.") or override.is_delete():
@@ -169,13 +170,13 @@ def _apply_resume_overrides(resumed: DictConfig, overrides: list[str]) -> list[s
         value = override.value()
         if key in RESUME_OVERRIDABLE:
             OmegaConf.update(resumed, key, value, force_add=True)
-            applied.append(override.input_line)
+            applied.append(str(override.input_line))
             continue
         stored = OmegaConf.select(resumed, key, default=None)
         if OmegaConf.is_config(stored):
             stored = OmegaConf.to_container(stored, resolve=True)
         if stored != value or _is_group(key):
-            refused.append(override.input_line)
+            refused.append(str(override.input_line))
     if refused:
         raise ConfigError(
             f"ckpt_path continues a run with the config stored in its checkpoint; "
@@ -201,7 +202,7 @@ def _check_work_left(resumed: DictConfig, checkpoint: dict[str, Any]) -> None:
     steps = int(checkpoint.get("global_step", 0))
     max_epochs = resumed.trainer.get("max_epochs")
     max_steps = resumed.trainer.get("max_steps") or -1
-    stopper = next(
+    stopper: dict[str, Any] = next(
         (v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EarlyStopping")),
         {},
     )

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -440,11 +440,10 @@ def _plot(
             else str(r["params"].get(key, r["job"]))
             for r in rows
         }
-        numbers = {job: _number(v) for job, v in values.items()}
-        numeric = key not in ("job", "configuration") and all(
-            n is not None for n in numbers.values()
-        )
-        if numeric:
+        parsed = {job: _number(v) for job, v in values.items()}
+        numbers = {job: n for job, n in parsed.items() if n is not None}
+        x_of: dict[str, float]
+        if key not in ("job", "configuration") and len(numbers) == len(parsed):
             x_of = numbers
             positive = [n for n in numbers.values() if n > 0]
             spread = len(positive) == len(numbers) and max(positive) >= 100 * min(positive)
@@ -452,7 +451,7 @@ def _plot(
                 ax.set_xscale("log")
         else:
             labels = sorted(set(values.values()), key=_numeric_first)
-            x_of = {job: labels.index(v) for job, v in values.items()}
+            x_of = {job: float(labels.index(v)) for job, v in values.items()}
             short = [v if len(v) <= 14 else v[:13] + "…" for v in labels]
             ax.set_xticks(range(len(labels)), short, rotation=30, ha="right", fontsize=8)
             ax.set_xlim(-0.5, len(labels) - 0.5)
@@ -483,6 +482,7 @@ def _plot(
                 s=40,
                 label=f"failed ({len(failed)})",
             )
+        first = configs[0] if configs else None
         for c in configs or []:
             if "val_acc_best_mean" not in c:
                 continue
@@ -499,7 +499,7 @@ def _plot(
                 capsize=4,
                 markersize=5,
                 zorder=4,
-                label="mean, min-max over repeats" if c is configs[0] else None,
+                label="mean, min-max over repeats" if c is first else None,
             )
         if best is not None and not configs:
             ax.scatter(
@@ -538,7 +538,7 @@ def _log_params(sweep_dir: Path) -> dict[str, bool]:
     job = saved.with_name("config.yaml")
     own = OmegaConf.select(OmegaConf.load(job), "search_space") if job.is_file() else None
     params = {
-        **(OmegaConf.to_container(own) if OmegaConf.is_dict(own) else {}),
+        **(cast(dict, OmegaConf.to_container(own)) if OmegaConf.is_dict(own) else {}),
         **(OmegaConf.select(OmegaConf.load(saved), "hydra.sweeper.params") or {}),
     }
     return {str(k): "log" in str(v) for k, v in params.items()}

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlplab.config import conf_dir
+from mlplab.errors import ConfigError
 from mlplab.rundir import write_text
 from mlplab.secrets import redact_secrets
 
@@ -53,9 +54,10 @@ def record_config(cfg: DictConfig) -> None:
     Hydra wrote one for this run."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    if subdir is None:
         return
-    saved = Path(cfg.output_dir) / HydraConfig.get().output_subdir / "config.yaml"
+    saved = Path(cfg.output_dir) / subdir / "config.yaml"
     if saved.is_file():
         write_text(saved, OmegaConf.to_yaml(redact_secrets(cfg)))
 
@@ -81,7 +83,10 @@ def chosen_groups(cfg: DictConfig) -> set[str]:
 
 def option_config(group: str, option: str) -> DictConfig:
     """The config of ``conf/<group>/<option>.yaml`` (its own keys, without a defaults list)."""
-    node = OmegaConf.load(conf_dir() / group / f"{option}.yaml")
+    path = conf_dir() / group / f"{option}.yaml"
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path} holds a list, not an option's keys")
     with open_dict(node):
         node.pop("defaults", None)
     return node

@@ -226,6 +226,8 @@ class _ResumingWriter(ExperimentWriter):
     old table or the new one; rows are appended otherwise.
     """
 
+    metrics: list[dict[str, Any]]  # Lightning's: the rows not yet written
+
     def _check_log_dir_exists(self) -> None:
         self._earlier: list[dict[str, Any]] = []
         if self._fs.isfile(self.metrics_file_path):
@@ -269,6 +271,8 @@ class _ResumingWriter(ExperimentWriter):
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's ``CSVLogger`` whose ``metrics.csv`` survives a resume: every epoch once."""
+
+    _experiment: _ResumingWriter | None  # Lightning's: made on first use
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.utils import instantiate
@@ -83,9 +83,10 @@ class TrainedModel:
         if not data_dir:
             return data
         if "data_dir" in data:
-            return OmegaConf.merge(data, {"data_dir": data_dir})
+            return cast(DictConfig, OmegaConf.merge(data, {"data_dir": data_dir}))
         if data.get("path"):
-            return OmegaConf.merge(data, {"path": str(Path(data_dir) / Path(data.path).name)})
+            path = str(Path(data_dir) / Path(data.path).name)
+            return cast(DictConfig, OmegaConf.merge(data, {"path": path}))
         raise ConfigError(
             f"data_dir={data_dir} does not apply: the checkpoint's data set "
             f"({data.get('name', data._target_)}) is not read from a folder; choose a "
@@ -171,7 +172,9 @@ def _trained_for(hparams: Any, path: Path) -> tuple[tuple[int, ...], int, str]:
     """The stored input shape, output count and task, checked to be what train.py writes."""
     if not isinstance(hparams, dict):
         raise CheckpointError(f"{path} holds no hyperparameters: not written by mlplab")
-    shape, outputs, task = (hparams.get(k) for k in ("input_shape", "num_outputs", "task"))
+    shape: Any = hparams.get("input_shape")
+    outputs: Any = hparams.get("num_outputs")
+    task: Any = hparams.get("task")
     shape_ok = isinstance(shape, list | tuple) and len(shape) in (1, 3)
     shape_ok = shape_ok and all(isinstance(d, int) and 0 < d <= 1_000_000 for d in shape)
     if not shape_ok or not (isinstance(outputs, int) and 0 < outputs <= 1_000_000):

@@ -78,7 +78,7 @@ class TrainingRun:
         return self
 
     def __exit__(self, *exc_info: Any) -> bool:
-        return self._open.__exit__(*exc_info)
+        return bool(self._open.__exit__(*exc_info))
 
     def for_task(self, task: str) -> DictConfig:
         """The config for the data's ``task``: a regression table gets the regressor, MSE and

@@ -30,7 +30,10 @@ def source_network(checkpoint: str | Path) -> tuple[dict[str, Any], dict[str, An
     trusted packages (:func:`mlplab.checkpoints.run_config`)."""
     path = find_checkpoint(checkpoint, "best.ckpt")
     state = load_checkpoint(path)
-    model = OmegaConf.to_container(run_config(state, path).model, resolve=True)
+    stored = OmegaConf.to_container(run_config(state, path).model, resolve=True)
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path} stores a model config that is no mapping: not mlplab's")
+    model = {str(k): v for k, v in stored.items()}
     if "checkpoint" in model:  # a transfer run: the architecture is its source's
         model = {**source_network(model["checkpoint"])[0], "dropout": model.get("dropout", 0.0)}
     return model, state, path

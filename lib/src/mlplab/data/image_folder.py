@@ -136,12 +136,13 @@ class ImageFolderDataModule(TensorDataModule):
             print(f"data: skipped {len(files) - len(kept)} files that are no readable image")
         if not kept:
             raise DataError(f"no readable image in {self.path}")
-        x = np.stack([images[i] for i in kept])
+        x = np.stack([image for image in images if image is not None])
         y = np.asarray([files[i][1] for i in kept], dtype=np.int64)
-        lost = sorted(set(range(len(self.class_names))) - set(y.tolist()))
+        names = self.class_names or []  # set before decoding
+        lost = sorted(set(range(len(names))) - set(y.tolist()))
         if lost:  # a model would have fewer outputs than the class names say
             raise DataError(
-                f"class folder {self.path / self.class_names[lost[0]]} has no readable image "
+                f"class folder {self.path / names[lost[0]]} has no readable image "
                 "(every file was skipped): add readable images or remove the folder"
             )
         return x, y
@@ -167,7 +168,7 @@ def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
         raise ConfigError(
             f"data.image_size={list(image_size)} is not allowed: [height, width] or one number"
         )
-    return size  # type: ignore[return-value]
+    return size
 
 
 EXAMPLES = ("digits",)

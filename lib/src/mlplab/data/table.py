@@ -104,6 +104,7 @@ class TableDataModule(TensorDataModule):
     def _read(self) -> pd.DataFrame:
         if self.frame is not None:
             return self.frame.copy()
+        assert self.path is not None  # a path or a frame: the constructor refuses neither
         return read_table(self.path, "data.path")
 
     def setup(self, stage: str | None = None) -> None:
@@ -165,7 +166,7 @@ class TableDataModule(TensorDataModule):
         self.input_shape = (next(iter(self.splits.values()))[0].shape[1],)
         names = self.preprocessing.get("classes")
         self.class_names = names
-        self.num_outputs = len(names) if task == "classification" else len(self.targets)
+        self.num_outputs = len(names or []) if task == "classification" else len(self.targets)
         if "train" in parts:
             self._warn_if_full_batch(len(parts["train"]))
 
