@@ -55,9 +55,10 @@ bench: $(STAMP)  ## mlplab vs a plain loop and Lightning; serving; memory at sca
 	$(PY) benchmarks/memory_bench.py
 	$(PY) benchmarks/pruning_bench.py
 
-lint: $(STAMP)  ## ruff check and format check
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+# The hooks of .pre-commit-config.yaml on every file git tracks, with this .venv's tools
+# (the hooks run `python -m ...`): ruff, mypy on src/ and on the library, the template's render.
+lint: $(STAMP)  ## the pre-commit hooks on every file: ruff, mypy, the template's render
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pre_commit run --all-files
 
 format: $(STAMP)  ## ruff fix and format
 	$(PY) -m ruff check --fix .

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSWERS = yaml.safe_load((ROOT / ".copier-answers.yml").read_text())
 # The repository holds the library and the template besides its project, so these files of
 # the template (a new project's README, Makefile and CI) are not the repository's own ones.
-REPOSITORY_OWN = {"README.md", "Makefile", ".ci/run", ".github/workflows/ci.yml"}
+REPOSITORY_OWN = {
+    "README.md",
+    "Makefile",
+    ".ci/run",
+    ".github/workflows/ci.yml",
+    ".pre-commit-config.yaml",
+}
 # The project's files in this repository: what the template renders, nothing else.
 PROJECT_PATHS = ["src", "conf", "benchmarks", "train.py", "eval.py", "predict.py", "export.py"]
 
@@ -80,6 +87,12 @@ def test_this_repositorys_project_is_the_template_rendered_for_its_recorded_answ
     assert missing == [], f"the template does not make these project files: {missing}"
     recorded = yaml.safe_load((rendered / ".copier-answers.yml").read_text())
     assert {k: v for k, v in recorded.items() if not k.startswith("_")} == answers
+    # The repository's hooks: a new project's, then its own (the library, the template).
+    hooks = [
+        yaml.safe_load(path.read_text())["repos"][0]["hooks"]
+        for path in (rendered / ".pre-commit-config.yaml", ROOT / ".pre-commit-config.yaml")
+    ]
+    assert hooks[1][: len(hooks[0])] == hooks[0]
 
 
 @pytest.mark.parametrize("name", ["email", "optuna", "class", "match", "json", "sklearn"])
@@ -160,9 +173,21 @@ def check_new_project(tmp_path: Path, python: Path, answers: dict) -> None:
     install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
     done = subprocess.run([*install, "-e", project], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
-        done = subprocess.run([python, "-m", *check], cwd=project, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
+    # make lint's hooks (ruff, mypy) as its Makefile runs them: its environment's python first
+    git("init", "-q", cwd=project)
+    git("add", "-A", cwd=project)
+    path = f"{python.parent}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run(
+        [python, "-m", "pre_commit", "run", "--all-files"],
+        cwd=project, capture_output=True, text=True, env={**os.environ, "PATH": path},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = re.findall(r"^(.+?)\.{3,}Passed$", done.stdout, re.MULTILINE)
+    assert passed == [
+        "ruff check",
+        "ruff format --check",
+        "mypy src (pyproject.toml's [tool.mypy])",
+    ]
     # Only what was chosen: the data, tracker and lesson files of the other answers are absent.
     made = files(project)
     for data, marker in (("mnist", "conf/data/mnist.yaml"), ("table", "conf/data/table.yaml"),
