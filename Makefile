@@ -12,12 +12,21 @@ export MLPLAB_TEST_DATA ?= $(wildcard ../shared/data)
 help:  ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml lib/pyproject.toml constraints.txt
+# uv, if on PATH or in .venv (a dev tool of this project): `make install UV=` takes pip's way.
+UV ?= $(or $(shell command -v uv 2> /dev/null),$(wildcard $(VENV)/bin/uv))
+
+$(STAMP): pyproject.toml lib/pyproject.toml constraints.txt uv.lock
+ifneq ($(UV),)
+	# uv: exactly uv.lock's versions (constraints.txt's pins, the CPU torch of [tool.uv]),
+	# the mlplab library editable from lib/; tests/test_lock.py keeps the lock and the pins one
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev --python $(PYTHON)
+else
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch would pull several GB of CUDA wheels
 	$(PY) -m pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)"
 	# the mlplab library from lib/ (until it is published), then this project on it
 	$(PY) -m pip install --quiet -c constraints.txt -e ./lib -e ".[dev]"
+endif
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv: the mlplab library, this project and its dev tools (pinned)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -388,3 +389,37 @@ def test_a_renamed_package_still_gets_the_templates_changes(released, tmp_path):
     assert "USER_CONSTANT = 7" in renamed and renamed.startswith("# v1.1\n")
     assert not (project / "src" / "myproj").exists()
     assert sorted(p.name for p in (project / "src").iterdir()) == ["newproj"]
+
+
+@pytest.mark.slow
+def test_a_new_projects_make_install_writes_its_lock_then_keeps_to_it(released, tmp_path):
+    # uv's way, as the project's CI takes it: the first install writes uv.lock (the pins of
+    # constraints.txt, mlplab from the template's git commit); an edit without `uv lock` is
+    # refused, not installed past the lock.
+    template, project = new_project(released, tmp_path)
+    uv = Path(sys.executable).with_name("uv")
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS"}  # of a `make test-all` running this
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+
+    def make_install() -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "install", f"UV={uv}"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=900)  # fmt: skip
+
+    done = make_install()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    packages = tomllib.loads((project / "uv.lock").read_text())["package"]
+    mlplab = next(p for p in packages if p["name"] == "mlplab")
+    head = git("rev-parse", "HEAD", cwd=template).strip()
+    assert mlplab["source"]["git"] == f"file://{template}?subdirectory=lib&rev={head}#{head}"
+    torch = next(p for p in packages if p["name"] == "torch" and "+cpu" in p["version"])
+    assert torch["version"] == "2.13.0+cpu"
+    python = project / ".venv" / "bin" / "python"
+    imported = subprocess.run(
+        [python, "-c", "import mlplab, myproj; print(mlplab.__file__)"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert imported.returncode == 0 and "/site-packages/mlplab/" in imported.stdout, imported
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"numpy>=1.24"', '"numpy>=1.25"'))
+    done = make_install()
+    assert done.returncode != 0 and "uv lock" in done.stderr + done.stdout, done.stderr[-2000:]
