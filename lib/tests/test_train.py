@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import numpy as np
@@ -17,7 +19,7 @@ from mlplab.evaluate import evaluate
 from mlplab.report import confusion_matrix, tile_images
 from mlplab.stored import load_run_config
 from mlplab.testing import build, compose_config, run_command
-from mlplab.testing.wandb_records import summary_and_config
+from mlplab.testing.wandb_records import artifacts, summary_and_config
 
 QUIET = [
     "callbacks.progress_bar=null",
@@ -236,6 +238,15 @@ def test_wandb_run_holds_summary_images_and_nested_config(tmp_path):
         assert (log.parent / "files" / filename).stat().st_size > 10_000  # the PNG, kept to sync
     assert config["optimizer"]["lr"] == 0.01 and config["model"]["hidden_sizes"] == [256, 128]
     assert summary["_exit_code"] == 0
+    # The tested checkpoint as the run's model artifact (callbacks.wandb_summary.log_model)
+    (model,) = artifacts(log)
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    assert metrics["best_checkpoint"] == str(best)
+    digest = base64.b64encode(hashlib.md5(best.read_bytes()).digest()).decode()
+    assert model["name"] == f"model-{log.stem.removeprefix('run-')}" and model["type"] == "model"
+    assert sorted(model["aliases"]) == ["best", "latest"]  # W&B adds latest itself
+    assert model["files"] == {"best.ckpt": (best.stat().st_size, digest)}
+    assert model["metadata"]["test/acc"] == pytest.approx(metrics["test/acc"])
 
 
 def test_a_run_that_raises_still_finishes_its_wandb_run(tmp_path):

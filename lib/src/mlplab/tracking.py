@@ -151,11 +151,18 @@ SUMMARY_KEYS = {
 
 
 class WandbSummary(L.Callback):
-    """Put the run record's headline metrics into the W&B summary and upload its pictures.
+    """Put the run record's headline metrics into the W&B summary and upload its pictures;
+    with ``log_model``, the tested checkpoint as the run's model artifact
+    (``model-<run id>:best``, type ``model``, the summary as its metadata), which the
+    registry can link. Lightning's own ``log_model`` would upload every checkpoint
+    (``last.ckpt`` too, also aliased ``best``): the logger's option stays off.
 
     Runs when testing is over, after the report is written; does nothing without a
     ``WandbLogger``.
     """
+
+    def __init__(self, log_model: bool = True) -> None:
+        self.log_model = log_model
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightning.pytorch.loggers import WandbLogger
@@ -175,6 +182,18 @@ class WandbSummary(L.Callback):
                 for name, path in record.files.items():
                     if path.suffix == ".png":
                         logger.log_image(key=f"report/{name}", images=[str(path)])
+                best = m.get("best_checkpoint")
+                if self.log_model and record.tested is not None and best and Path(best).is_file():
+                    _log_model_artifact(logger.experiment, Path(best), summary)
+
+
+def _log_model_artifact(run: Any, checkpoint: Path, summary: dict[str, Any]) -> None:
+    import wandb
+
+    metadata = {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
+    artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
+    artifact.add_file(str(checkpoint), name=checkpoint.name)
+    run.log_artifact(artifact, aliases=["best"])
 
 
 def wandb_run_id(loggers: list) -> str | None:

@@ -85,3 +85,19 @@ def summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             summary["_name"] = record.run.display_name
             summary["_group"] = record.run.run_group
     return summary, config
+
+
+def artifacts(path: Path) -> list[dict[str, Any]]:
+    """The artifacts the finished run logged: name, type, aliases, metadata and, per file,
+    its size and MD5 (W&B's digest: base64)."""
+    return [
+        {
+            "name": r.artifact.name,
+            "type": r.artifact.type,
+            "aliases": list(r.artifact.aliases),
+            "metadata": json.loads(r.artifact.metadata or "{}"),
+            "files": {e.path: (e.size, e.digest) for e in r.artifact.manifest.contents},
+        }
+        for r in finished_records(path)
+        if r.WhichOneof("record_type") == "artifact"
+    ]
