@@ -6,7 +6,10 @@ stopping as configured), run as a user runs it::
 
     python train.py -m hparams_search=optuna hydra.sweeper.pruner=<each of --pruners> ...
 
-Each sweep runs in its own process, one after the other, on all the cores. The table gives
+Each sweep runs in its own process, one after the other, on all the cores; the sweep without
+a pruner runs first and again last, and the savings are against the mean of the two, so that
+a machine that speeds up or slows down during the bench does not pass for a pruner's saving
+(their difference is printed: the noise of these figures). The table gives
 the epochs trained (summed over the trials, from each job's metrics.json), the sweep's wall
 time, the best val accuracy of the study, the pruned trials, and the seconds a trial costs
 beyond its fit: from one trial's end to the next one's (both written by the same process:
@@ -80,8 +83,9 @@ def run_sweep(pruner: str, args: argparse.Namespace, sweep_dir: Path) -> dict:
 
 def main() -> None:
     args = parse_args()
+    order = [*args.pruners, args.pruners[0]]  # none first and last
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_sweep(p, args, Path(tmp) / str(i)) for i, p in enumerate(args.pruners)]
+        rows = [run_sweep(p, args, Path(tmp) / str(i)) for i, p in enumerate(order)]
     print(f"{args.trials} trials, at most {args.epochs} epochs each, TPE seed 42\n")
     print("| pruner | trials | pruned | epochs trained | fits s | trials s | wall s "
           "| s a trial beyond its fit | best val acc |")  # fmt: skip
@@ -92,10 +96,16 @@ def main() -> None:
             f"{r['fit_s']:.0f} | {r['span_s']:.0f} | {r['wall_s']:.0f} | "
             f"{r['beyond_fit_s']:.2f} | {100 * r['best']:.2f}% |"
         )
-    none = rows[0]
-    print("\nWhat each pruner saves against none: of the epochs; of the wall time, and that")
+    first, last = rows[0], rows[-1]
+    none = {k: (first[k] + last[k]) / 2 for k in ("epochs", "wall_s", "span_s", "best")}
+    drift = abs(first["wall_s"] - last["wall_s"]) / none["wall_s"]
+    print(
+        f"\nThe sweep without a pruner, first and last: {first['wall_s']:.0f} s and "
+        f"{last['wall_s']:.0f} s of wall time ({drift:.0%} apart: the noise of what follows)."
+    )
+    print("What each pruner saves against their mean: of the epochs; of the wall time, and that")
     print("saving as a share of the epochs' saving; the same for the trials' span.")
-    for r in rows[1:]:
+    for r in rows[1:-1]:
         saved = 1 - r["epochs"] / none["epochs"]
         wall, span = 1 - r["wall_s"] / none["wall_s"], 1 - r["span_s"] / none["span_s"]
         print(

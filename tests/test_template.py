@@ -178,9 +178,11 @@ def check_new_project(tmp_path: Path, python: Path, answers: dict) -> None:
     git("init", "-q", cwd=project)
     git("add", "-A", cwd=project)
     path = f"{python.parent}{os.pathsep}{os.environ['PATH']}"
+    # one mypy cache for the projects this environment checks: what they import is the same
+    cache = str(python.parent.parent / "mypy_cache")
     done = subprocess.run(
-        [python, "-m", "pre_commit", "run", "--all-files"],
-        cwd=project, capture_output=True, text=True, env={**os.environ, "PATH": path},
+        [python, "-m", "pre_commit", "run", "--all-files"], cwd=project, capture_output=True,
+        text=True, env={**os.environ, "PATH": path, "MYPY_CACHE_DIR": cache},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     passed = re.findall(r"^(.+?)\.{3,}Passed$", done.stdout, re.MULTILINE)

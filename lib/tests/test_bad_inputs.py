@@ -456,6 +456,22 @@ CASES = {
         "error: {conf_extra}/data/broken.yaml, line 2, column 9: YAML syntax error",
         2,
     ),
+    "export_to_the_mlflow_run_of_a_checkpoint_trained_without_one": (
+        ("export.py", "ckpt_path={earlier}", "mlflow_run=trained"),
+        "error: mlflow_run=trained: the checkpoint names no MLflow run (trained without "
+        "logger=mlflow); give the run's id: mlflow_run=<run id>",
+        2,
+    ),
+    "export_to_an_mlflow_run_that_is_no_id": (
+        ("export.py", "ckpt_path={earlier}", "mlflow_run=../../etc"),
+        "error: mlflow_run=../../etc is no MLflow run id (32 hex digits) nor trained",
+        2,
+    ),
+    "export_to_mlflow_as_torchscript": (
+        ("export.py", "ckpt_path={earlier}", "format=torchscript", "mlflow_run=trained"),
+        "error: mlflow_run logs an ONNX model: format=onnx, not torchscript",
+        2,
+    ),
     "eval_override_it_never_reads": (
         ("eval.py", "ckpt_path={earlier}", "+model.hidden_sizes=[64]"),
         "error: +model.hidden_sizes=[64]: eval.py reads no model.hidden_sizes",

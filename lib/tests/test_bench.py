@@ -123,14 +123,16 @@ def test_pruning_bench_runs_one_search_with_and_without_the_median_pruner():
         cwd=PROJECT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = {
-        pruner: (int(pruned), int(epochs))
-        for pruner, pruned, epochs in re.findall(
-            r"^\| `(none|\{name:median.*\})` \| 4 \| (\d+) \| (\d+) \|", result.stdout, re.M
-        )
-    }
-    assert set(rows) == {"none", "{name:median,n_startup_trials:1}"}, result.stdout
-    assert rows["none"] == (0, 12)  # 4 trials of 3 epochs, none pruned
+    found = re.findall(
+        r"^\| `(none|\{name:median.*\})` \| 4 \| (\d+) \| (\d+) \|", result.stdout, re.M
+    )
+    # without a pruner first and last (the same seeded search: the same epochs), between them
+    assert [pruner for pruner, _, _ in found] == [
+        "none", "{name:median,n_startup_trials:1}", "none"
+    ], result.stdout  # fmt: skip
+    rows = {pruner: (int(pruned), int(epochs)) for pruner, pruned, epochs in found}
+    assert rows["none"] == (0, 12) and found[0] == found[2]  # 4 trials of 3 epochs, none pruned
+    assert "The sweep without a pruner, first and last: " in result.stdout
     pruned, epochs = rows["{name:median,n_startup_trials:1}"]
     assert (epochs < 12) == (pruned > 0)  # a pruned trial trains fewer epochs
     assert "{name:median,n_startup_trials:1}: epochs " in result.stdout
@@ -139,4 +141,4 @@ def test_pruning_bench_runs_one_search_with_and_without_the_median_pruner():
         result.stdout,
         re.M,
     )
-    assert len(beyond) == 2, result.stdout  # what a trial costs beyond its fit, measured
+    assert len(beyond) == 3, result.stdout  # what a trial costs beyond its fit, measured

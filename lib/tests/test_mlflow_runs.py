@@ -73,6 +73,36 @@ def test_the_tested_model_is_an_mlflow_model_that_predicts_as_predict_py(tracked
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
+def test_an_onnx_export_is_logged_with_its_card_into_the_run_that_trained_it(
+    tracked, tmp_path, monkeypatch
+):
+    uri, run_dir = tracked
+    (run,) = runs(uri)
+    export_dir = tmp_path / "export"
+    done = run_command(
+        "export.py", f"ckpt_path={run_dir}", "mlflow_run=trained", f"hydra.run.dir={export_dir}",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"logged to MLflow: runs:/{run.info.run_id}/onnx_model " in done.stdout
+    client = mlflow.MlflowClient(uri)
+    files = {
+        a.path.removeprefix("onnx_model/")
+        for a in client.list_artifacts(run.info.run_id, "onnx_model")
+    }
+    assert {"MLmodel", "model.onnx", "model.json", "README.md"} <= files
+    card = client.download_artifacts(run.info.run_id, "onnx_model/README.md", str(tmp_path))
+    assert Path(card).read_text() == (export_dir / "model" / "README.md").read_text()
+    # Served by MLflow (onnxruntime), raw pixels in: the probabilities predict.py gives.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/onnx_model")
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    served = model.predict(pixels[:, None].astype(np.float32))
+    served = next(iter(served.values())) if isinstance(served, dict) else np.asarray(served)
+    expected = mlplab.predict(run_dir, pixels).filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
 def test_a_run_holds_its_config_metrics_summary_and_files(tracked):
     uri, run_dir = tracked
     (run,) = runs(uri)

@@ -292,6 +292,14 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
     trust_packages(cfg.get("trusted_packages"), cfg)  # the command line's, never a checkpoint's
     trained = load_trained(cfg.ckpt_path, cache_dir=cfg.paths.cache_dir)
     output_dir = Path(cfg.output_dir)
+    run_id = None
+    if cfg.get("mlflow_run"):  # checked before anything is written
+        if cfg.format != "onnx":
+            raise ConfigError(f"mlflow_run logs an ONNX model: format=onnx, not {cfg.format}")
+        from mlplab.mlflow_runs import exported_run_id
+        from mlplab.stored import MLFLOW_ID_KEY
+
+        run_id = exported_run_id(str(cfg.mlflow_run), trained.checkpoint.get(MLFLOW_ID_KEY))
     with writing_run_dir(output_dir, command="export.py"):
         spec = export_model(trained, str(cfg.format), output_dir, cfg.get("data_dir"))
     parity = spec["parity"]
@@ -307,4 +315,11 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
     )
     folder = output_dir / MODEL_DIR
     print(f"exported: {folder / spec['model']} and {folder / SPEC_FILE} ({CARD_FILE}: its card)")
+    if run_id is not None:
+        from mlplab.mlflow_runs import log_exported_model
+
+        served = serving_model(trained)
+        examples = raw_inputs(served, trained.own_test_split(cfg.get("data_dir"))[0][:5].cpu())
+        uri = log_exported_model(run_id, folder, examples.numpy())
+        print(f"logged to MLflow: {uri} (the ONNX model, model.json and its card)")
     return spec

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,7 +87,9 @@ def mlflow_logger(
     )
 
 
-def open_store(uri: str, experiment_name: str, run_id: str | None) -> None:
+def open_store(
+    uri: str, experiment_name: str, run_id: str | None, role: str = "this run continues"
+) -> None:
     """Check the store before a run logs to it, each problem in one line: a local SQLite file
     that cannot be written (MLflow would retry for minutes), a run to continue that is not
     there (deleted, or another store: a resumed run in another folder would make a new empty
@@ -98,7 +102,7 @@ def open_store(uri: str, experiment_name: str, run_id: str | None) -> None:
     if path is not None:
         if run_id is not None and not path.is_file():
             raise TrackingError(
-                f"the MLflow run {run_id} this run continues is in a store that is not here: "
+                f"the MLflow run {run_id} {role} is in a store that is not here: "
                 f"{path} does not exist; continue it from the folder that holds its mlflow.db, "
                 "or point MLFLOW_TRACKING_URI (logger.mlflow.tracking_uri) at its store"
             )
@@ -119,7 +123,7 @@ def open_store(uri: str, experiment_name: str, run_id: str | None) -> None:
                 stage = client.get_run(run_id).info.lifecycle_stage
                 if stage != "active":
                     raise TrackingError(
-                        f"the MLflow run {run_id} this run continues was deleted in {uri}: "
+                        f"the MLflow run {run_id} {role} was deleted in {uri}: "
                         f"restore it (mlflow runs restore --run-id {run_id}), or start a new run"
                     )
                 return
@@ -134,7 +138,7 @@ def open_store(uri: str, experiment_name: str, run_id: str | None) -> None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         missing = run_id is not None and "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code)
         raise TrackingError(
-            f"the MLflow run {run_id} this run continues is not in {uri} (deleted for good, "
+            f"the MLflow run {run_id} {role} is not in {uri} (deleted for good, "
             "or another store): point MLFLOW_TRACKING_URI at its store, or start a new run"
             if missing
             else f"MLflow store {uri}: {first}"
@@ -271,3 +275,53 @@ def log_served_model(client: Any, run_id: str, checkpoint: Path, examples: Any) 
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         client.log_artifacts(run_id, str(saved), artifact_path=MODEL_PATH)
+
+
+ONNX_MODEL_PATH = "onnx_model"  # mlflow.pyfunc.load_model("runs:/<id>/onnx_model"): onnxruntime
+
+
+def exported_run_id(requested: str, stored: Any) -> str:
+    """The MLflow run export.py logs into: ``requested`` (a run id), or with ``trained`` the
+    id the checkpoint stores (untrusted: a run id's shape, else refused), checked to be in
+    the store (:func:`default_tracking_uri`) before anything is exported."""
+    run_id = stored if requested == "trained" else requested
+    if not isinstance(run_id, str) or not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise TrackingError(
+            "mlflow_run=trained: the checkpoint names no MLflow run (trained without "
+            "logger=mlflow); give the run's id: mlflow_run=<run id>"
+            if requested == "trained"
+            else f"mlflow_run={str(requested)[:60]} is no MLflow run id (32 hex digits) nor trained"
+        )
+    _quiet_mlflow()
+    open_store(default_tracking_uri(), "", run_id, role="export.py logs into")
+    return run_id
+
+
+def log_exported_model(run_id: str, folder: Path, examples: Any) -> str:
+    """export.py's ONNX model in ``folder`` (``model.onnx``, with ``model.json`` and the model
+    card ``README.md`` beside it) as an MLflow model of the run, at :data:`ONNX_MODEL_PATH`,
+    its signature and input example made of ``examples`` (raw inputs, as a client has them).
+    ``mlflow.pyfunc.load_model(uri).predict(raw)`` runs it with onnxruntime. Returns ``uri``."""
+    import mlflow.onnx
+    import onnx
+    import onnxruntime
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    model = folder / "model.onnx"
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: examples})[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / ONNX_MODEL_PATH
+        mlflow.onnx.save_model(
+            onnx.load(str(model)),
+            str(saved),
+            signature=infer_signature(examples, outputs),
+            input_example=examples[:2],
+        )
+        for name in ("model.json", "README.md"):  # what the model takes and its card
+            shutil.copy2(folder / name, saved / name)
+        MlflowClient(default_tracking_uri()).log_artifacts(
+            run_id, str(saved), artifact_path=ONNX_MODEL_PATH
+        )
+    return f"runs:/{run_id}/{ONNX_MODEL_PATH}"
