@@ -100,6 +100,30 @@ def test_a_new_run_refuses_the_dir_of_a_finished_run(finished_run):
 
 
 @pytest.mark.slow
+def test_a_refused_run_leaves_no_dir_and_the_mended_command_runs_in_the_same_one(tmp_path):
+    run_dir = tmp_path / "outputs" / "mine"
+    refused = run_command(*SMOKE, "optimizer.lr=-1", f"hydra.run.dir={run_dir}", env=QUIET)
+    assert refused.returncode == 2
+    assert last_line(refused) == "error: optimizer.lr=-1 is not allowed: must be a number > 0"
+    assert not run_dir.exists() and (tmp_path / "outputs").is_dir()  # only what it made
+    mended = run_command(*SMOKE, f"hydra.run.dir={run_dir}", env=QUIET)
+    assert mended.returncode == 0, mended.stderr[-2000:]
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_a_refused_run_in_a_dir_it_did_not_make_keeps_the_dir_and_what_is_not_its_own(tmp_path):
+    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    empty.mkdir()
+    notes.mkdir()
+    (notes / "plan.txt").write_text("try lr=-1")  # a user's file: the dir is no run's
+    for run_dir in (empty, notes):
+        refused = run_command(*SMOKE, "optimizer.lr=-1", f"hydra.run.dir={run_dir}", env=QUIET)
+        assert refused.returncode == 2
+    assert list(empty.iterdir()) == []  # the dir stays, made by its user; Hydra's files go
+    # With a file of the user's in it, nothing is removed: what is whose is not guessed.
+    assert {p.name for p in notes.iterdir()} == {"plan.txt", ".hydra", ".lock", "train.log"}
+
+
 def test_finished_files_have_the_mode_the_umask_gives_not_a_temporary_files(tmp_path):
     """A colleague in the run's group reads a finished run (umask 027: group may read)."""
     old = os.umask(0o027)  # inherited by the commands below
@@ -265,8 +289,7 @@ def test_predictions_on_a_full_disk_leave_no_partial_file(finished_run, disk, tm
         env=QUIET,
     )
     assert refused(result).startswith("error: no space left on the device")
-    assert not (out / "predictions.csv").exists()
-    assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]
+    assert not out.exists()  # no partial file, and no dir: the command wrote nothing of its own
 
 
 def test_an_export_on_a_full_disk_leaves_neither_file(finished_run, disk):
@@ -280,10 +303,7 @@ def test_an_export_on_a_full_disk_leaves_neither_file(finished_run, disk):
         env=QUIET,
     )
     assert refused(result).startswith("error: no space left on the device")
-    assert sorted(p.name for p in out.iterdir()) in (
-        [".hydra", ".lock", "export.log"],
-        [".hydra", ".lock"],
-    )
+    assert not out.exists()  # neither file, nor a dir left to refuse the retry
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from mlplab.errors import (
 )
 from mlplab.instantiate import built_parts, locate
 from mlplab.resume import register_resolvers
-from mlplab.rundir import unlock_all
+from mlplab.rundir import discard_unstarted_run, unlock_all
 from mlplab.signals import STOP_REQUESTED, stop_requested, stopped_by_signals
 from mlplab.speedups import exit_without_teardown
 from mlplab.stored import forget_trusted
@@ -324,9 +324,18 @@ def run_task(cfg: DictConfig, task: str, validate: bool = True) -> dict[str, Any
                 record_failure(cfg.output_dir, exc, "interrupted")
             print(f"sweep summary: {summarize_sweep()}", file=sys.stderr)
         if isinstance(exc, MlplabError):
+            if not in_multirun():  # refused before it wrote anything: no dir left behind
+                discard_unstarted_run(cfg.output_dir, _log_name())
             print(f"error: {shortened(str(exc))}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", 2)) from None
         raise
+
+
+def _log_name() -> str:
+    """The file Hydra logs this job to: ``<job name>.log`` (train.log, eval.log, ...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return f"{HydraConfig.get().job.name}.log" if HydraConfig.initialized() else ""
 
 
 class UnrecordedMetric(ConfigError):

@@ -127,6 +127,7 @@ def fsync_dir(folder: Path) -> None:
 
 # -- one writer per run dir -----------------------------------------------------------------
 _held: dict[Path, int] = {}  # run dir -> the open lock file this process holds
+_made: set[Path] = set()  # the run dirs this process created (to lock them)
 
 
 def is_other_rank() -> bool:
@@ -163,6 +164,8 @@ def lock_run_dir(folder: str | Path) -> None:
     if folder in _held or is_other_rank():
         return
     try:
+        if not folder.exists():
+            _made.add(folder)
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -188,6 +191,37 @@ def lock_run_dir(folder: str | Path) -> None:
     _held[folder] = fd  # nothing is written into it: a refused command changes no file
 
 
+def discard_unstarted_run(folder: str | Path, log_name: str) -> None:
+    """Remove a run dir that this process claimed and a refusal ended before the run wrote
+    anything (a bad value, a data set not found): Hydra's ``.hydra/`` (its three files), the
+    lock and an empty ``log_name``, then the dir if this process made it. The same command,
+    mended, then runs in the same dir. A dir holding anything else (a checkpoint, a line of
+    log, a file of the user's) is left whole."""
+    folder = Path(folder).absolute()
+    if folder not in _held or not folder.is_dir():
+        return
+    hydra_files = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    entries = list(folder.iterdir())
+    for entry in entries:
+        if entry.name == ".hydra":
+            if not {f.name for f in entry.iterdir()} <= hydra_files:
+                return
+        elif entry.name == log_name:
+            if entry.stat().st_size > 0:
+                return
+        elif entry.name != LOCK_FILE:
+            return
+    for entry in entries:  # the lock stays held until this process exits
+        if entry.is_dir():
+            for file in entry.iterdir():
+                file.unlink()
+            entry.rmdir()
+        else:
+            entry.unlink()
+    if folder in _made:
+        folder.rmdir()
+
+
 def unlock_run_dir(folder: str | Path) -> None:
     """Let go of ``folder``'s lock (a worker process that runs one job after another)."""
     fd = _held.pop(Path(folder).absolute(), None)
@@ -199,6 +233,7 @@ def unlock_all() -> None:
     """Let go of every run dir this process holds (a command's end, the process going on)."""
     for folder in list(_held):
         unlock_run_dir(folder)
+    _made.clear()
 
 
 def _read_holder(fd: int) -> str:
