@@ -156,6 +156,39 @@ def test_a_study_whose_metric_no_run_records_fails_its_first_trial_and_asks_no_m
     assert "1 jobs: 0 ok, 1 failed" in (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.slow
+def test_a_study_optimizes_any_metric_by_its_best_in_the_metrics_own_direction(tmp_path):
+    # Macro F1 (higher is better) and the top-1 error (lower, the project's own metric):
+    # each gets val/<metric>_best in its direction, and the study maximizes the F1.
+    done = sweep(
+        "hydra.sweeper.n_trials=2", "trainer.max_epochs=3", "optimized_metric=val/f1_best",
+        "+metrics.f1={_target_: torchmetrics.classification.MulticlassF1Score, average: macro}",
+        "+metrics.error={_target_: mnist_mlp.metrics.MulticlassError}",
+        sweep_dir=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    told = {}
+    for job in job_dirs(tmp_path):
+        m = json.loads((tmp_path / str(job) / "metrics.json").read_text())
+        assert m["better"]["val/f1"] == "higher" and m["better"]["val/error"] == "lower"
+        assert m["val/f1_best"] == max(e["val/f1"] for e in m["history"])
+        assert m["val/error_best"] == min(e["val/error"] for e in m["history"])
+        told[job] = m["val/f1_best"]
+    assert {t.number: t.value for t in trials(tmp_path / "optuna.journal")} == told
+
+
+def test_a_study_that_would_keep_its_worst_trials_stops_at_the_first(tmp_path):
+    # val/loss_best is better lower; the study's direction says maximize (the default)
+    done = sweep("hydra.sweeper.n_trials=3", "optimized_metric=val/loss_best", sweep_dir=tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert (
+        "optimized_metric=val/loss_best is better lower (torchmetrics' higher_is_better), but "
+        "hydra.sweeper.direction=maximize: the study would keep its worst trials; set "
+        "hydra.sweeper.direction=minimize"
+    ) in done.stderr
+    assert [(t.number, t.state.name) for t in trials(tmp_path / "optuna.journal")] == [(0, "FAIL")]
+
+
 def test_a_study_continued_with_another_search_space_or_direction_is_refused(tmp_path):
     first = sweep("hydra.sweeper.n_trials=1", sweep_dir=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -40,6 +40,8 @@ class MulticlassError(MulticlassAccuracy):
     """Top-k error rate, ``1 - accuracy`` (micro-averaged by default): the share of examples
     whose true class is not among the ``top_k`` highest scores."""
 
+    higher_is_better = False  # accuracy's is True: an error rate is better lower
+
     def __init__(self, num_classes: int, top_k: int = 1, average: str = "micro", **kwargs) -> None:
         super().__init__(num_classes=num_classes, top_k=top_k, average=average, **kwargs)
 

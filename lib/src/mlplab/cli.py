@@ -339,7 +339,8 @@ def _log_name() -> str:
 
 
 class UnrecordedMetric(ConfigError):
-    """The metric a sweep optimizes is none that its runs record."""
+    """The metric a sweep optimizes is none that its runs record, or the sweep would take
+    its worse values for better: every job of the sweep would fail so."""
 
 
 def _unfinished(cfg: DictConfig, status: str) -> dict[str, Any]:
@@ -353,7 +354,10 @@ def require_optimized_metric(metrics: dict[str, Any], names: list[str]) -> None:
     (``optimized_metric``): its job would return nothing to compare. One line lists the
     metrics the run does record."""
     missing = [name for name in names if name not in metrics]
-    if not missing or not in_multirun() or metrics.get("status"):
+    if not in_multirun() or metrics.get("status"):
+        return
+    if not missing:
+        _refuse_the_opposite_direction(metrics, names)
         return
     name = missing[0]
     recorded = sorted(k for k, v in metrics.items() if "/" in k and isinstance(v, int | float))
@@ -363,6 +367,28 @@ def require_optimized_metric(metrics: dict[str, Any], names: list[str]) -> None:
         f"optimized_metric={name} is not a metric this run records: {hint}it records "
         f"{', '.join(recorded) or 'none'}"
     )
+
+
+def _refuse_the_opposite_direction(metrics: dict[str, Any], names: list[str]) -> None:
+    """A study whose ``hydra.sweeper.direction`` takes an optimized metric the wrong way
+    (``maximize`` an error rate) would keep the worst trials: refused in one line, when the
+    run recorded which way its metric is better (``better`` in metrics.json)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    given = HydraConfig.get().sweeper.get("direction") if HydraConfig.initialized() else None
+    if given is None:  # a grid (Hydra's basic sweeper) compares nothing
+        return
+    directions = [str(d) for d in given] if OmegaConf.is_list(given) else [str(given)]
+    better = metrics.get("better") or {}
+    for name, direction in zip(names, directions, strict=False):
+        side = better.get(name.removesuffix("_best"))
+        wanted = {"higher": "maximize", "lower": "minimize"}.get(str(side))
+        if wanted is not None and direction != wanted:
+            raise UnrecordedMetric(
+                f"optimized_metric={name} is better {side} (torchmetrics' higher_is_better), "
+                f"but hydra.sweeper.direction={direction}: the study would keep its worst "
+                f"trials; set hydra.sweeper.direction={wanted}"
+            )
 
 
 def refuse_a_sweeper_without_multirun() -> None:

@@ -122,9 +122,11 @@ class RunRecord(L.Callback):
         reason = why_fit_ended(trainer)
         epochs = trainer.fit_loop.epoch_progress.current.processed  # partial ones included
         best = tested_checkpoint(trainer) or ""
+        better = metric_directions(pl_module)
         self.metrics.update(
             {
-                **_best_of(history),
+                **_best_of(history, better),
+                "better": better,  # each metric's better direction: what <metric>_best took
                 "epochs_trained": epochs,
                 "steps": trainer.global_step,
                 "stop_reason": reason,
@@ -297,15 +299,34 @@ def training_sentence(m: dict[str, Any]) -> str:
     return f"{tested}; {stop}"
 
 
-def _best_of(history: list[dict[str, float]]) -> dict[str, Any]:
-    """The best epoch by validation loss, and the best validation accuracy (if measured)."""
+def metric_directions(pl_module: L.LightningModule) -> dict[str, str]:
+    """``higher`` or ``lower`` for each metric the module logs whose better direction is
+    known: its losses (``<stage>/loss``, lower) and the torchmetrics it holds in
+    ``MetricCollection``s (by their logged, prefixed names; torchmetrics' own
+    ``higher_is_better``). A metric that does not say is left out: not guessed."""
+    from torchmetrics import MetricCollection
+
+    better = {"train/loss": "lower", "val/loss": "lower", "test/loss": "lower"}
+    for collection in pl_module.modules():
+        if isinstance(collection, MetricCollection):
+            for name, metric in collection.items(keep_base=False, copy_state=False):
+                if isinstance(metric.higher_is_better, bool):
+                    better[name] = "higher" if metric.higher_is_better else "lower"
+    return dict(sorted(better.items()))
+
+
+def _best_of(history: list[dict[str, float]], better: dict[str, str]) -> dict[str, Any]:
+    """The best epoch by validation loss, and each validation metric's best value in its
+    better direction (``val/<metric>_best``), for those measured every epoch."""
     scored = [e for e in history if "val/loss" in e]
     if not scored:
         return {}
     best = min(scored, key=lambda e: e["val/loss"])
-    found = {"val/loss_best": best["val/loss"], "best_epoch": int(best["epoch"])}
-    if all("val/acc" in e for e in scored):
-        found["val/acc_best"] = max(e["val/acc"] for e in scored)
+    found: dict[str, Any] = {"val/loss_best": best["val/loss"], "best_epoch": int(best["epoch"])}
+    for name, direction in better.items():
+        if name.startswith("val/") and name != "val/loss" and all(name in e for e in scored):
+            values = [e[name] for e in scored]
+            found[f"{name}_best"] = max(values) if direction == "higher" else min(values)
     return found
 
 
