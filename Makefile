@@ -65,7 +65,8 @@ bench: $(STAMP)  ## mlplab vs a plain loop and Lightning; serving; memory at sca
 	$(PY) benchmarks/pruning_bench.py
 
 # The hooks of .pre-commit-config.yaml on every file git tracks, with this .venv's tools
-# (the hooks run `python -m ...`): ruff, mypy on src/ and on the library, the template's render.
+# (the hooks run `python -m ...`): ruff, mypy on src/ and on the library, the library's
+# import contracts, the template's render.
 lint: $(STAMP)  ## the pre-commit hooks on every file: ruff, mypy, the template's render
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pre_commit run --all-files
 
