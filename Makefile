@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml lib/pyproject.toml constraints.txt uv.lock
 ifneq ($(UV),)
 	# uv: exactly uv.lock's versions (constraints.txt's pins, the CPU torch of [tool.uv]),
 	# the mlplab library editable from lib/; tests/test_lock.py keeps the lock and the pins one
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev --python $(PYTHON)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --compile-bytecode --extra dev --python $(PYTHON)
 else
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch would pull several GB of CUDA wheels
