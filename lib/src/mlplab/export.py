@@ -141,15 +141,20 @@ def input_spec(trained: TrainedModel) -> dict[str, Any]:
 
 
 def export_model(
-    trained: TrainedModel, fmt: str, output_dir: Path, data_dir: str | None = None
+    trained: TrainedModel,
+    fmt: str,
+    output_dir: Path,
+    data_dir: str | None = None,
+    test_inputs: Tensor | None = None,
 ) -> dict[str, Any]:
     """Write ``model.onnx`` or ``model.pt`` and ``model.json`` into ``output_dir`` once the
-    exported model matches PyTorch on the test split; return model.json's contents."""
+    exported model matches PyTorch on the test split (``test_inputs``, when the caller has
+    loaded them already); return model.json's contents."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not allowed: must be one of {', '.join(FORMATS)}")
     trained.require_finite()
     served = serving_model(trained)
-    x, _ = trained.own_test_split(data_dir)
+    x = test_inputs if test_inputs is not None else trained.own_test_split(data_dir)[0]
     raw = raw_inputs(served, x.cpu())
     gaps = 0
     if not trained.is_images:  # and a row with every value missing, as predict.py fills it
@@ -292,7 +297,7 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
     trust_packages(cfg.get("trusted_packages"), cfg)  # the command line's, never a checkpoint's
     trained = load_trained(cfg.ckpt_path, cache_dir=cfg.paths.cache_dir)
     output_dir = Path(cfg.output_dir)
-    run_id = None
+    run_id, test_inputs = None, None
     if cfg.get("mlflow_run"):  # checked before anything is written
         if cfg.format != "onnx":
             raise ConfigError(f"mlflow_run logs an ONNX model: format=onnx, not {cfg.format}")
@@ -300,8 +305,9 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
         from mlplab.stored import MLFLOW_ID_KEY
 
         run_id = exported_run_id(str(cfg.mlflow_run), trained.checkpoint.get(MLFLOW_ID_KEY))
+        test_inputs = trained.own_test_split(cfg.get("data_dir"))[0]  # loaded once: both use it
     with writing_run_dir(output_dir, command="export.py"):
-        spec = export_model(trained, str(cfg.format), output_dir, cfg.get("data_dir"))
+        spec = export_model(trained, str(cfg.format), output_dir, cfg.get("data_dir"), test_inputs)
     parity = spec["parity"]
     scaled = (
         f", {parity['max_scaled_diff']:.2g} relative to the values"
@@ -315,11 +321,10 @@ def export_command(cfg: DictConfig) -> dict[str, Any]:
     )
     folder = output_dir / MODEL_DIR
     print(f"exported: {folder / spec['model']} and {folder / SPEC_FILE} ({CARD_FILE}: its card)")
-    if run_id is not None:
+    if run_id is not None and test_inputs is not None:
         from mlplab.mlflow_runs import log_exported_model
 
-        served = serving_model(trained)
-        examples = raw_inputs(served, trained.own_test_split(cfg.get("data_dir"))[0][:5].cpu())
+        examples = raw_inputs(serving_model(trained), test_inputs[:5].cpu())
         uri = log_exported_model(run_id, folder, examples.numpy())
         print(f"logged to MLflow: {uri} (the ONNX model, model.json and its card)")
     return spec
